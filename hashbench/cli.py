@@ -1,0 +1,252 @@
+"""The ``hashbench`` command line: parses options, calls the library, formats output.
+
+Exit codes: 0 success; 1 a trial failed or a data problem; 2 bad usage (unknown names,
+malformed options, invalid protocol files); 130 interrupted with Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import shlex
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from hashbench.errors import HashbenchError, UsageError
+
+# ---------------------------------------------------------------- option parsing
+
+
+def parse_int_list(text: str, what: str, minimum: int) -> list[int]:
+    """``"12,24,32"`` -> [12, 24, 32]; empty items, non-integers and small values are errors."""
+    items = text.split(",")
+    values: list[int] = []
+    for item in items:
+        item = item.strip()
+        if not item:
+            raise UsageError(f"--{what} {text!r}: empty entry (expected e.g. 12,24,32)")
+        try:
+            value = int(item)
+        except ValueError:
+            raise UsageError(f"--{what} {text!r}: {item!r} is not an integer") from None
+        if value < minimum:
+            raise UsageError(f"--{what} {text!r}: {value} is below the minimum of {minimum}")
+        if value not in values:
+            values.append(value)
+    return values
+
+
+def parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["itq.n_iter=30"]`` -> {"itq": {"n_iter": 30}} (values parsed as Python literals)."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        method, dot, name = key.partition(".")
+        if not sep or not dot or not method or not name:
+            raise UsageError(f"--param {item!r}: expected METHOD.NAME=VALUE, e.g. itq.n_iter=30")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        out.setdefault(method.strip().lower(), {})[name.strip()] = value
+    return out
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from hashbench import datasets, registry
+    from hashbench.protocol import builtin_protocols
+
+    methods = registry.available()
+    print("Methods:")
+    width = max((len(n) for n in methods), default=4)
+    for name, cls in methods.items():
+        m = cls.meta
+        kind = ", ".join(filter(None, [
+            m.family, m.input, "supervised" if m.supervised else "unsupervised",
+            "asymmetric" if m.asymmetric else "",
+        ]))
+        origin = registry.origin(name)
+        where = f" [{origin}]" if origin.startswith("plugin") else ""
+        print(f"  {name:<{width}}  {m.title} ({kind}){where}")
+        print(f"  {'':<{width}}  {m.citation}")
+    print("\nProtocols:")
+    protocols = builtin_protocols()
+    width = max((len(n) for n in protocols), default=4)
+    for name, proto in protocols.items():
+        print(f"  {name:<{width}}  dataset {proto.dataset}; {proto.description}")
+    print("\nDatasets:")
+    print("  " + ", ".join(datasets.available()))
+    return 0
+
+
+def _protocol(args: argparse.Namespace) -> Any:
+    from hashbench.protocol import get_protocol, protocol_for_dataset
+
+    if args.protocol:
+        proto = get_protocol(args.protocol)
+        if args.dataset and args.dataset != proto.dataset:
+            raise UsageError(
+                f"--protocol {proto.name} is defined on dataset {proto.dataset!r}, "
+                f"not {args.dataset!r}"
+            )
+    else:
+        proto = protocol_for_dataset(args.dataset or "digits")
+    return proto.with_train_mode(args.train_mode)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from hashbench import registry
+    from hashbench.progress import Reporter
+    from hashbench.runner import GridRunner, RunConfig
+
+    bits = parse_int_list(args.bits, "bits", 1) if args.bits else None
+    seeds = parse_int_list(args.seeds, "seeds", 0)
+    params = parse_params(args.param or [])
+    methods = registry.resolve(args.methods)
+    for name in params:
+        registry.get(name)  # unknown method in --param: did-you-mean error
+    protocol = _protocol(args)
+    config = RunConfig(
+        methods=methods,
+        protocol=protocol,
+        bits=bits or list(protocol.default_bits),
+        seeds=seeds,
+        params=params,
+        force=args.force,
+        device=args.device,
+        data_root=Path(args.data_root) if args.data_root else None,
+        tracking_uri=args.tracking_uri,
+        experiment=args.experiment,
+        command="hashbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    )
+    summary = GridRunner(config, Reporter(quiet=args.quiet)).run()
+    counts = ", ".join(f"{summary.count(s)} {s.lower()}" for s in ("FINISHED", "SKIPPED", "FAILED"))
+    print(f"{len(summary.outcomes)} trials: {counts}", file=sys.stderr)
+    for outcome in summary.failed:
+        print(f"  FAILED {outcome.trial.label}: {outcome.error}", file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from hashbench import report
+    from hashbench.tracking import Store
+
+    store = Store(args.tracking_uri, args.experiment, create=False)
+    frame = report.collect(store)
+    if not frame.empty:
+        if args.dataset:
+            frame = frame[frame["dataset"] == args.dataset]
+        if args.methods:
+            wanted = {m.strip().lower() for m in args.methods.split(",") if m.strip()}
+            frame = frame[frame["method"].isin(wanted)]
+        if args.bits:
+            frame = frame[frame["bits"].isin(parse_int_list(args.bits, "bits", 1))]
+    print(report.render(frame, args.metric))
+    out = Path(args.out) if args.out else Path.cwd() / "results"
+    written = report.write(frame, out, args.metric)
+    print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def _store_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-uri", metavar="URI",
+                   help="MLflow store (default: $MLFLOW_TRACKING_URI, else "
+                        "sqlite:///<cwd>/results/mlflow.db); a path ending in .db means SQLite")
+    p.add_argument("--experiment", default="hashbench", metavar="NAME",
+                   help="MLflow experiment name (default: hashbench)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hashbench",
+        description="Benchmark learning-to-hash methods under one declared protocol; "
+                    "every trial is recorded in MLflow.",
+    )
+    from hashbench import __version__
+
+    parser.add_argument("--version", action="version", version=f"hashbench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("list", help="list methods, protocols and datasets",
+                       description="List the registered methods (built-in and plugins) with "
+                                   "family, input and citation; the protocols; the datasets.")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser(
+        "run", help="train and evaluate methods x bits x seeds under a protocol",
+        description="Run the grid methods x bits x seeds under one protocol, recording every "
+                    "trial in MLflow. Trials that already finished (same run key) are skipped.",
+    )
+    p.add_argument("--methods", required=True, metavar="M[,M...]",
+                   help="comma-separated method ids (see `hashbench list`), or 'all'")
+    p.add_argument("--dataset", metavar="NAME",
+                   help="dataset; its default protocol is used (default: digits)")
+    p.add_argument("--protocol", metavar="NAME|FILE",
+                   help="protocol name or path to a protocol TOML file (overrides the "
+                        "dataset's default protocol)")
+    p.add_argument("--bits", metavar="B[,B...]",
+                   help="code lengths, e.g. 12,24,32,48 (default: the protocol's)")
+    p.add_argument("--seeds", default="0", metavar="S[,S...]",
+                   help="random seeds of the methods, e.g. 0,1,2 (default: 0); the split is "
+                        "fixed by the protocol's own seed")
+    p.add_argument("--train-mode", choices=["sampled", "full"],
+                   help="training set: 'sampled' (per-class sample of the database) or 'full' "
+                        "(the whole database: the '-D' variants); default: the protocol's")
+    p.add_argument("--param", action="append", metavar="METHOD.NAME=VALUE",
+                   help="override a hyper-parameter, e.g. --param itq.n_iter=30 (repeatable)")
+    p.add_argument("--force", action="store_true",
+                   help="rerun trials that already finished instead of skipping them")
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda",
+                   help="device for deep methods (default: auto = CUDA when available)")
+    p.add_argument("--data-root", default=os.environ.get("HASHBENCH_DATA"), metavar="DIR",
+                   help="where datasets live (default: $HASHBENCH_DATA)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    _store_options(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "report", help="tables from the MLflow store",
+        description="Tabulate a metric (mean ± std over seeds) per method x bits from the "
+                    "MLflow store; print Markdown and write report.md and runs.csv.",
+    )
+    p.add_argument("--metric", default="map",
+                   help="metric to tabulate, e.g. map, p@100, train_seconds (default: map)")
+    p.add_argument("--dataset", metavar="NAME", help="only runs on this dataset")
+    p.add_argument("--methods", metavar="M[,M...]", help="only these methods")
+    p.add_argument("--bits", metavar="B[,B...]", help="only these code lengths")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: ./results)")
+    _store_options(p)
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def _warning_line(message: Any, category: Any, filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warnings.showwarning = _warning_line
+    try:
+        return args.func(args)
+    except HashbenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: the running trial was marked KILLED", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

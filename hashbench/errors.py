@@ -1,0 +1,39 @@
+"""User-facing errors.
+
+Every error a user can cause (bad option, bad file, bad plugin output) is raised as a
+``HashbenchError`` whose message is one line that says what is wrong and, where
+possible, how to fix it. The CLI prints ``error: <message>`` and exits non-zero;
+everything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class HashbenchError(Exception):
+    """Base class: a problem the user can fix, with a one-line message."""
+
+    exit_code = 1
+
+
+class UsageError(HashbenchError):
+    """Bad command-line input: unknown names, malformed lists (exit code 2)."""
+
+    exit_code = 2
+
+
+class ConfigError(HashbenchError):
+    """A protocol file or method parameter that does not validate."""
+
+    exit_code = 2
+
+
+class DataError(HashbenchError):
+    """Missing, unreadable or corrupt dataset or code files, NaN features, shape mismatches."""
+
+
+class CodeContractError(HashbenchError):
+    """A method (often a plugin) broke the code contract: shape, dtype or values."""
+
+
+class NotFittedError(HashbenchError):
+    """``encode`` or ``database_codes`` was called before ``fit``."""

@@ -1,0 +1,321 @@
+"""Protocols: declared, versioned experiment settings, and the splits they produce.
+
+A protocol is a TOML file in the package's ``protocols`` folder (the repo's
+``protocols/``), or any path given on the command line. Example::
+
+    name = "digits"
+    dataset = "digits"
+    description = "..."
+    seed = 0                     # the split is a function of the protocol and this seed
+
+    [query]
+    per_class = 10               # drawn from the whole dataset, class by class
+
+    [database]
+    from = "rest"                # every item that is not a query
+
+    [train]
+    mode = "sampled"             # "sampled": per_class items per class from the database;
+    per_class = 50               # "full": the whole database
+
+    [evaluation]
+    map_topk = "all"             # or an integer K for MAP@K
+    precision_ks = [100]
+    radius = 2
+
+    [bits]
+    default = [12, 24, 32, 48]
+
+Materialising a protocol on a dataset (:func:`materialise`) gives a :class:`Split`: the
+query, database and training index arrays and a SHA-256 over them. Two numbers are
+comparable only when their split hashes match.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hashbench.errors import ConfigError, DataError, UsageError
+
+TRAIN_MODES = ("sampled", "full")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A validated protocol file (see the module docstring for the TOML layout)."""
+
+    name: str
+    dataset: str
+    description: str
+    seed: int
+    query_per_class: int
+    train_mode: str
+    train_per_class: int | None
+    map_topk: int | None
+    precision_ks: tuple[int, ...]
+    radius: int
+    default_bits: tuple[int, ...]
+    source: str = ""
+
+    def with_train_mode(self, mode: str | None) -> Protocol:
+        """The same protocol with another training-set mode ("-D" variants use "full")."""
+        if mode is None or mode == self.train_mode:
+            return self
+        if mode not in TRAIN_MODES:
+            raise UsageError(f"train mode must be one of {', '.join(TRAIN_MODES)}, got {mode!r}")
+        if mode == "sampled" and self.train_per_class is None:
+            raise UsageError(f"protocol {self.name!r} declares no train.per_class to sample with")
+        return dataclasses.replace(self, train_mode=mode)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Index arrays into the dataset; ``sha256`` identifies the split exactly."""
+
+    query: np.ndarray
+    database: np.ndarray
+    train: np.ndarray
+    train_mode: str
+    sha256: str
+
+    def save(self, path: Path) -> None:
+        np.savez_compressed(path, query=self.query, database=self.database, train=self.train)
+
+
+# ---------------------------------------------------------------- loading and validation
+
+
+def _field(table: dict[str, Any], key: str, where: str, kind: type, default: Any = ...) -> Any:
+    if key not in table:
+        if default is ...:
+            raise ConfigError(f"{where}: missing required field {key!r}")
+        return default
+    value = table[key]
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{where}: field {key!r} must be an integer, got {value!r}")
+    if kind is not int and not isinstance(value, kind):
+        raise ConfigError(f"{where}: field {key!r} must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def _positive(value: int, key: str, where: str) -> int:
+    if value <= 0:
+        raise ConfigError(f"{where}: field {key!r} must be positive, got {value}")
+    return value
+
+
+def _int_list(value: Any, key: str, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where}: field {key!r} must be a non-empty list of integers")
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ConfigError(f"{where}: field {key!r} must hold positive integers, got {v!r}")
+    return tuple(value)
+
+
+_KNOWN = {
+    "": {"name", "dataset", "description", "seed", "query", "database", "train",
+         "evaluation", "bits"},
+    "query": {"per_class"},
+    "database": {"from"},
+    "train": {"mode", "per_class"},
+    "evaluation": {"map_topk", "precision_ks", "radius"},
+    "bits": {"default"},
+}
+
+
+def parse_protocol(data: dict[str, Any], where: str) -> Protocol:
+    """Validate a parsed TOML table; errors name the file and the field."""
+    for section, allowed in _KNOWN.items():
+        table = data if section == "" else data.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: [{section}] must be a table")
+        for key in table:
+            if key not in allowed and not (section == "" and key in _KNOWN):
+                prefix = f"{section}." if section else ""
+                raise ConfigError(f"{where}: unknown field {prefix}{key!r}")
+    query = data.get("query", {})
+    train = data.get("train", {})
+    evaluation = data.get("evaluation", {})
+    database = data.get("database", {})
+    if _field(database, "from", f"{where} [database]", str, "rest") != "rest":
+        raise ConfigError(f"{where}: field 'database.from' must be \"rest\"")
+    mode = _field(train, "mode", f"{where} [train]", str)
+    if mode not in TRAIN_MODES:
+        raise ConfigError(
+            f"{where}: field 'train.mode' must be one of {', '.join(TRAIN_MODES)}, got {mode!r}"
+        )
+    train_per_class = _field(train, "per_class", f"{where} [train]", int, None)
+    if train_per_class is not None:
+        _positive(train_per_class, "train.per_class", where)
+    elif mode == "sampled":
+        raise ConfigError(f"{where}: train.mode = \"sampled\" needs field 'train.per_class'")
+    topk = evaluation.get("map_topk", "all")
+    if topk == "all":
+        map_topk = None
+    elif isinstance(topk, int) and not isinstance(topk, bool) and topk > 0:
+        map_topk = topk
+    else:
+        raise ConfigError(
+            f"{where}: field 'evaluation.map_topk' must be \"all\" or a positive integer, "
+            f"got {topk!r}"
+        )
+    radius = _field(evaluation, "radius", f"{where} [evaluation]", int, 2)
+    if radius < 0:
+        raise ConfigError(f"{where}: field 'evaluation.radius' must be >= 0, got {radius}")
+    return Protocol(
+        name=_field(data, "name", where, str),
+        dataset=_field(data, "dataset", where, str),
+        description=_field(data, "description", where, str, ""),
+        seed=_field(data, "seed", where, int, 0),
+        query_per_class=_positive(
+            _field(query, "per_class", f"{where} [query]", int), "query.per_class", where
+        ),
+        train_mode=mode,
+        train_per_class=train_per_class,
+        map_topk=map_topk,
+        precision_ks=_int_list(
+            evaluation.get("precision_ks", [100]), "evaluation.precision_ks", where
+        ),
+        radius=radius,
+        default_bits=_int_list(
+            data.get("bits", {}).get("default", [12, 24, 32, 48]), "bits.default", where
+        ),
+        source=where,
+    )
+
+
+def load_protocol_file(path: str | Path) -> Protocol:
+    """Read and validate one protocol file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read protocol file {path}: {exc.strerror or exc}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return parse_protocol(data, str(path))
+
+
+def builtin_protocols() -> dict[str, Protocol]:
+    """Every protocol shipped in ``hashbench.protocols``, by name."""
+    found: dict[str, Protocol] = {}
+    folder = resources.files("hashbench.protocols")
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".toml"):
+            data = tomllib.loads(entry.read_text(encoding="utf-8"))
+            proto = parse_protocol(data, f"protocols/{entry.name}")
+            found[proto.name] = proto
+    return found
+
+
+def get_protocol(name_or_path: str) -> Protocol:
+    """A built-in protocol by name, or a protocol file by path."""
+    from hashbench.registry import suggest
+
+    if name_or_path.endswith(".toml") or Path(name_or_path).is_file():
+        return load_protocol_file(name_or_path)
+    protocols = builtin_protocols()
+    if name_or_path in protocols:
+        return protocols[name_or_path]
+    raise UsageError(
+        f"unknown protocol {name_or_path!r}{suggest(name_or_path, list(protocols))} "
+        f"(known: {', '.join(protocols)})"
+    )
+
+
+def protocol_for_dataset(dataset: str) -> Protocol:
+    """The default protocol of a dataset: the one named like it, else the only one for it."""
+    protocols = builtin_protocols()
+    if dataset in protocols:
+        return protocols[dataset]
+    matching = [p for p in protocols.values() if p.dataset == dataset]
+    if len(matching) == 1:
+        return matching[0]
+    if not matching:
+        from hashbench.datasets import available
+        from hashbench.registry import suggest
+
+        raise UsageError(
+            f"no protocol for dataset {dataset!r}{suggest(dataset, available())} "
+            f"(datasets with protocols: {', '.join(sorted({p.dataset for p in protocols.values()}))})"
+        )
+    names = ", ".join(p.name for p in matching)
+    raise UsageError(f"dataset {dataset!r} has several protocols ({names}); pick one with --protocol")
+
+
+# ---------------------------------------------------------------- materialisation
+
+
+def _per_class_sample(
+    labels: np.ndarray, pool: np.ndarray, per_class: int, rng: np.random.Generator, what: str
+) -> np.ndarray:
+    """``per_class`` items of each class from ``pool`` (without replacement, class by class).
+
+    For multi-label data an item drawn for one class is not drawn again for a later class,
+    so the sample holds exactly ``per_class * n_classes`` distinct items.
+    """
+    available = np.ones(len(labels), dtype=bool)
+    in_pool = np.zeros(len(labels), dtype=bool)
+    in_pool[pool] = True
+    chosen = []
+    for c in range(labels.shape[1]):
+        candidates = np.flatnonzero(in_pool & available & (labels[:, c] > 0))
+        if len(candidates) < per_class:
+            raise DataError(
+                f"{what}: class {c} has only {len(candidates)} items left, "
+                f"{per_class} are needed"
+            )
+        pick = rng.choice(candidates, size=per_class, replace=False)
+        available[pick] = False
+        chosen.append(np.sort(pick))
+    return np.concatenate(chosen).astype(np.int64)
+
+
+def split_hash(query: np.ndarray, database: np.ndarray, train: np.ndarray, mode: str) -> str:
+    """SHA-256 over the three index arrays (int64, little-endian) and the training mode."""
+    h = hashlib.sha256()
+    for tag, arr in (("query", query), ("database", database), ("train", train)):
+        h.update(f"{tag}:{len(arr)}:".encode())
+        h.update(np.ascontiguousarray(arr, dtype="<i8").tobytes())
+    h.update(f"mode:{mode}".encode())
+    return h.hexdigest()
+
+
+def materialise(protocol: Protocol, labels: np.ndarray) -> Split:
+    """Draw the split of ``protocol`` on a dataset with these multi-hot ``labels``.
+
+    Deterministic in (protocol, labels): the generator is seeded with ``protocol.seed``.
+    Queries: ``query_per_class`` per class from the whole dataset; database: the rest;
+    training set: ``train_per_class`` per class from the database ("sampled") or the whole
+    database ("full"). Query and database are disjoint by construction.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(protocol.seed)
+    everything = np.arange(len(labels))
+    query = _per_class_sample(labels, everything, protocol.query_per_class, rng,
+                              f"protocol {protocol.name!r} queries")
+    is_query = np.zeros(len(labels), dtype=bool)
+    is_query[query] = True
+    database = np.flatnonzero(~is_query).astype(np.int64)
+    if protocol.train_mode == "full":
+        train = database
+    else:
+        assert protocol.train_per_class is not None
+        # the sampled training set is drawn with its own stream so that "full" and
+        # "sampled" runs of one protocol share the same queries and database
+        train_rng = np.random.default_rng([protocol.seed, 1])
+        train = _per_class_sample(labels, database, protocol.train_per_class, train_rng,
+                                  f"protocol {protocol.name!r} training set")
+    return Split(query, database, train, protocol.train_mode,
+                 split_hash(query, database, train, protocol.train_mode))
