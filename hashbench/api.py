@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 
-from hashbench.errors import NotFittedError
+from hashbench.errors import CodeContractError, NotFittedError
 
 T = TypeVar("T")
 
@@ -101,6 +101,28 @@ def binarize(values: Any) -> np.ndarray:
     """Map real values to codes: value > 0 -> +1, else -1 (a zero becomes -1), as int8."""
     arr = np.asarray(values)
     return np.where(arr > 0, 1, -1).astype(np.int8)
+
+
+def check_codes(codes: Any, n_rows: int, bits: int, method: str, what: str) -> np.ndarray:
+    """Enforce the code contract: ndarray, int8, shape (n_rows, bits), values in {-1, +1}."""
+    from hashbench import registry
+
+    who = f"method {method!r} ({registry.origin(method)})"
+    if not isinstance(codes, np.ndarray):
+        raise CodeContractError(f"{who} returned {what} as {type(codes).__name__}, not a numpy array")
+    if codes.shape != (n_rows, bits):
+        raise CodeContractError(
+            f"{who} returned {what} of shape {codes.shape}, expected ({n_rows}, {bits})"
+        )
+    if codes.dtype != np.int8:
+        raise CodeContractError(f"{who} returned {what} of dtype {codes.dtype}, expected int8")
+    bad = (codes != 1) & (codes != -1)
+    if bad.any():
+        values = sorted(set(np.unique(codes[bad]).tolist()))[:5]
+        raise CodeContractError(
+            f"{who} returned {what} with values {values} outside {{-1, +1}}"
+        )
+    return codes
 
 
 class Hasher(ABC):

@@ -29,7 +29,7 @@ import numpy as np
 
 import hashbench
 from hashbench import registry
-from hashbench.api import AsymmetricHasher, Hasher, RunContext, TrainingData
+from hashbench.api import AsymmetricHasher, Hasher, RunContext, TrainingData, check_codes
 from hashbench.datasets import load as load_dataset
 from hashbench.datasets.base import subset
 from hashbench.errors import CodeContractError, ConfigError, HashbenchError
@@ -101,26 +101,6 @@ def build_method(cls: type[Hasher], bits: int, params: dict[str, Any]) -> Hasher
             f"{registry.suggest(unknown[0], known)} (parameters: {', '.join(known)})"
         )
     return cls(**{**params, "bits": bits})
-
-
-def check_codes(codes: Any, n_rows: int, bits: int, method: str, what: str) -> np.ndarray:
-    """Enforce the code contract: ndarray, int8, shape (n_rows, bits), values in {-1, +1}."""
-    who = f"method {method!r} ({registry.origin(method)})"
-    if not isinstance(codes, np.ndarray):
-        raise CodeContractError(f"{who} returned {what} as {type(codes).__name__}, not a numpy array")
-    if codes.shape != (n_rows, bits):
-        raise CodeContractError(
-            f"{who} returned {what} of shape {codes.shape}, expected ({n_rows}, {bits})"
-        )
-    if codes.dtype != np.int8:
-        raise CodeContractError(f"{who} returned {what} of dtype {codes.dtype}, expected int8")
-    bad = (codes != 1) & (codes != -1)
-    if bad.any():
-        values = sorted(set(np.unique(codes[bad]).tolist()))[:5]
-        raise CodeContractError(
-            f"{who} returned {what} with values {values} outside {{-1, +1}}"
-        )
-    return codes
 
 
 def run_key(trial: Trial, method: Hasher, protocol: Protocol, split: Split,

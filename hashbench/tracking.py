@@ -155,7 +155,7 @@ class Store:
         runs: list[Any] = []
         token = None
         while True:
-            page = _retry(lambda: self.client.search_runs(
+            page = _retry(lambda token=token: self.client.search_runs(
                 [self.experiment_id],
                 filter_string=f"tags.`{KIND_TAG}` = 'trial'",
                 max_results=1000,

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hashbench.methods.itq import ITQ, quantization_loss
+from hashbench.methods.lsh import LSH
+
+from hashbench.api import RunContext, TrainingData
+from hashbench.datasets import load
+from hashbench.errors import ConfigError
+
+
+def _train(n=500):
+    data = load("digits")
+    return TrainingData(inputs=data.features[:n], labels=data.labels[:n], indices=np.arange(n))
+
+
+@pytest.mark.parametrize("bits", [8, 16, 32])
+def test_itq_quantisation_loss_never_increases(bits):
+    logged = []
+    ctx = RunContext(seed=3, log_metric=lambda n, v, s: logged.append((n, v, s)))
+    itq = ITQ(bits=bits).fit(_train(), ctx)
+    losses = np.array(itq.losses_)
+    assert len(losses) == 50
+    assert np.all(np.diff(losses) <= 1e-9 * losses[0])
+    assert losses[-1] < losses[0]
+    assert [s for _, _, s in logged] == list(range(50))
+
+
+def test_itq_rotation_is_orthogonal_and_transpose_rotation_is_worse():
+    data = _train()
+    itq = ITQ(bits=16).fit(data, RunContext(seed=0))
+    r = itq.rotation_
+    np.testing.assert_allclose(r @ r.T, np.eye(16), atol=1e-10)
+    v = (np.asarray(data.inputs, np.float64) - itq.mean_) @ itq.pca_
+    codes = np.where(v @ r > 0, 1.0, -1.0)
+    right = quantization_loss(codes, v @ r)
+    # the transposed rotation (the bug of two popular ports) fits the codes worse
+    wrong = quantization_loss(np.where(v @ r.T > 0, 1.0, -1.0), v @ r.T)
+    assert right < wrong
+
+
+def test_itq_refuses_more_bits_than_dimensions():
+    data = _train(40)
+    with pytest.raises(ConfigError, match="itq"):
+        ITQ(bits=48).fit(data, RunContext())
+
+
+def test_lsh_depends_on_seed_and_is_balanced_after_centring():
+    data = _train()
+    a = LSH(bits=32).fit(data, RunContext(seed=0)).encode(data.inputs)
+    b = LSH(bits=32).fit(data, RunContext(seed=1)).encode(data.inputs)
+    assert not np.array_equal(a, b)
+    assert abs(a.mean()) < 0.3
