@@ -49,6 +49,10 @@ class MethodMeta:
     supervised: bool = False
     asymmetric: bool = False
     multilabel: bool = True
+    learns_database: bool = False
+    """True for methods that learn the database codes even when trained on a sampled set
+    (ADSH eq. 3): the runner then passes the database's inputs and labels in
+    ``TrainingData.database_*`` and takes the database codes from ``database_codes()``."""
 
 
 @dataclass
@@ -61,12 +65,19 @@ class TrainingData:
     unsupervised methods ignore it. ``indices`` are the rows of the full dataset.
     ``is_database`` is True when the training set *is* the database (protocol
     ``train = "full"``), so that ``database_codes()`` rows align with the database.
+
+    ``database_inputs`` / ``database_labels`` / ``database_indices`` are set only for
+    methods with ``meta.learns_database`` trained on a sampled set; ``database_codes()``
+    then returns one row per database item, in this order.
     """
 
     inputs: Any
     labels: np.ndarray
     indices: np.ndarray
     is_database: bool = False
+    database_inputs: Any = None
+    database_labels: np.ndarray | None = None
+    database_indices: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.indices)

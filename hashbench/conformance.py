@@ -66,6 +66,7 @@ def check_meta(cls: type[Hasher]) -> None:
     assert m.asymmetric == issubclass(cls, AsymmetricHasher), (
         f"{m.name}: meta.asymmetric must be True exactly for AsymmetricHasher subclasses"
     )
+    assert m.asymmetric or not m.learns_database, f"{m.name}: learns_database needs asymmetric"
 
 
 def check_not_fitted(cls: type[Hasher]) -> None:
@@ -123,7 +124,18 @@ def check_asymmetric(cls: type[Hasher], bits: int = 8) -> None:
     sample = sample_for(cls, is_database=True)
     method.fit(sample.train, RunContext(seed=0))
     check_codes(method.database_codes(), len(sample.train), bits, cls.meta.name,
-              "database_codes()")
+                "database_codes()")
+    if cls.meta.learns_database:
+        # trained on a sampled set with a separate database: one row per database item
+        method = make(cls, bits)
+        sample = sample_for(cls, n_train=100)
+        database = sample_for(cls, n_train=300, n_query=0)
+        sample.train.database_inputs = database.train.inputs
+        sample.train.database_labels = database.train.labels
+        sample.train.database_indices = database.train.indices
+        method.fit(sample.train, RunContext(seed=0))
+        check_codes(method.database_codes(), 300, bits, cls.meta.name,
+                    "database_codes() with a separate database")
 
 
 CHECKS: dict[str, Callable[[type[Hasher]], None]] = {

@@ -280,12 +280,17 @@ class GridRunner:
         with tempfile.TemporaryDirectory(prefix="hashbench-") as scratch:
             ctx = RunContext(seed=trial.seed, device=self.device, scratch_dir=Path(scratch),
                              log_metric=recorder.log_metric, progress=self.reporter.progress)
+            full = split.train_mode == "full"
             data = TrainingData(
                 inputs=subset(inputs, split.train),
                 labels=dataset.labels[split.train],
                 indices=split.train,
-                is_database=split.train_mode == "full",
+                is_database=full,
             )
+            if meta.learns_database and not full:
+                data.database_inputs = subset(inputs, split.database)
+                data.database_labels = dataset.labels[split.database]
+                data.database_indices = split.database
             timings: dict[str, float] = {}
             t0 = time.perf_counter()
             fitted = method.fit(data, ctx)
@@ -300,7 +305,7 @@ class GridRunner:
                                       "query codes")
 
             t0 = time.perf_counter()
-            if isinstance(method, AsymmetricHasher) and split.train_mode == "full":
+            if isinstance(method, AsymmetricHasher) and (full or meta.learns_database):
                 db_codes = method.database_codes()
                 what = "database_codes()"
             else:
