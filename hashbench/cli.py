@@ -39,6 +39,21 @@ def parse_int_list(text: str, what: str, minimum: int) -> list[int]:
     return values
 
 
+def parse_assignments(items: list[str], option: str, example: str) -> dict[str, Any]:
+    """``["a.b=5", "c=x"]`` -> {"a.b": 5, "c": "x"} (values parsed as Python literals if possible)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{option} {item!r}: expected KEY=VALUE, e.g. {example}")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        out[key.strip()] = value
+    return out
+
+
 def parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
     """``["itq.n_iter=30"]`` -> {"itq": {"n_iter": 30}} (values parsed as Python literals)."""
     out: dict[str, dict[str, Any]] = {}
@@ -97,7 +112,13 @@ def _protocol(args: argparse.Namespace) -> Any:
             )
     else:
         proto = protocol_for_dataset(args.dataset or "digits")
-    return proto.with_train_mode(args.train_mode)
+    overrides = parse_assignments(args.protocol_set or [], "--protocol-set", "query.per_class=5")
+    return proto.with_overrides(overrides).with_train_mode(args.train_mode)
+
+
+def _data_options(args: argparse.Namespace) -> dict[str, str]:
+    return {k: str(v) for k, v in parse_assignments(
+        args.data_option or [], "--data-option", "lists=nuswide/database.txt").items()}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -123,6 +144,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         data_root=Path(args.data_root) if args.data_root else None,
         tracking_uri=args.tracking_uri,
         experiment=args.experiment,
+        data_options=_data_options(args),
+        pretrained=not args.no_pretrained,
         command="hashbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     summary = GridRunner(config, Reporter(quiet=args.quiet)).run()
@@ -131,6 +154,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     for outcome in summary.failed:
         print(f"  FAILED {outcome.trial.label}: {outcome.error}", file=sys.stderr)
     return 1 if summary.failed else 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    import json
+
+    from hashbench.datasets import load
+    from hashbench.datasets.check import check_dataset
+    from hashbench.progress import Reporter
+
+    dataset = load(args.dataset, Path(args.data_root) if args.data_root else None,
+                   **_data_options(args))
+    report = check_dataset(dataset, check_images=not args.skip_images,
+                           progress=Reporter().progress)
+    print(json.dumps(report.as_dict(), indent=2, default=list) if args.json else report.render())
+    return 1 if report.problems else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -155,6 +193,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- parser
+
+
+def _data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", default=os.environ.get("HASHBENCH_DATA"), metavar="DIR",
+                   help="where datasets live (default: $HASHBENCH_DATA, else ./data)")
+    p.add_argument("--data-option", action="append", metavar="KEY=VALUE",
+                   help="dataset loader option, e.g. lists=FILE, images=FILE labels=FILE, "
+                        "prefix_from=OLD prefix_to=NEW, path=FILE.npz (repeatable)")
 
 
 def _store_options(p: argparse.ArgumentParser) -> None:
@@ -207,11 +253,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rerun trials that already finished instead of skipping them")
     p.add_argument("--device", default="auto", metavar="auto|cpu|cuda",
                    help="device for deep methods (default: auto = CUDA when available)")
-    p.add_argument("--data-root", default=os.environ.get("HASHBENCH_DATA"), metavar="DIR",
-                   help="where datasets live (default: $HASHBENCH_DATA)")
+    p.add_argument("--protocol-set", action="append", metavar="FIELD=VALUE",
+                   help="override a protocol field, e.g. --protocol-set query.per_class=5 "
+                        "(repeatable; recorded with the runs and changes the split hash)")
+    _data_arguments(p)
+    p.add_argument("--no-pretrained", action="store_true",
+                   help="random (seeded) instead of ImageNet weights for feature extraction and "
+                        "deep backbones; recorded with the runs")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     _store_options(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("data", help="dataset utilities (data check)",
+                       description="Dataset utilities.")
+    data_sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    p = data_sub.add_parser(
+        "check", help="report counts, labels and problems of a dataset without training",
+        description="Load a dataset and report its size, label shape and frequency, partitions "
+                    "and every problem found (missing files, unreadable images, rows without "
+                    "labels, NaN features). Exit code 1 when problems are found.")
+    p.add_argument("dataset", help="dataset name (see `hashbench list`)")
+    _data_arguments(p)
+    p.add_argument("--skip-images", action="store_true",
+                   help="do not open every image file (faster)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_data_check)
 
     p = sub.add_parser(
         "report", help="tables from the MLflow store",

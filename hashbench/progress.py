@@ -33,6 +33,10 @@ class Reporter:
         else:
             print(text, file=self.stream, flush=True)
 
+    def message(self, text: str) -> None:
+        """A one-off line (cache hits, warnings) that does not break the bar."""
+        self._line(text)
+
     def start(self, total: int, protocol: Any, split: Any, store_uri: str) -> None:
         self.total = total
         self._line(

@@ -8,15 +8,21 @@ A protocol is a TOML file in the package's ``protocols`` folder (the repo's
     description = "..."
     seed = 0                     # the split is a function of the protocol and this seed
 
+    [labels]
+    unlabelled = "refuse"        # items with no label: "refuse" (error) or "drop" (counted)
+
     [query]
-    per_class = 10               # drawn from the whole dataset, class by class
+    per_class = 10               # drawn class by class, never the same item twice
+    pool = "all"                 # or a dataset partition, e.g. "val" for MS-COCO
+    top_classes = 0              # > 0: sample only over the N most frequent classes
 
     [database]
-    from = "rest"                # every item that is not a query
+    from = "rest"                # every (labelled) item that is not a query, or a partition
 
     [train]
     mode = "sampled"             # "sampled": per_class items per class from the database;
     per_class = 50               # "full": the whole database
+    top_classes = 0
 
     [evaluation]
     map_topk = "all"             # or an integer K for MAP@K
@@ -33,8 +39,10 @@ comparable only when their split hashes match.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
+import json
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -64,6 +72,37 @@ class Protocol:
     radius: int
     default_bits: tuple[int, ...]
     source: str = ""
+    unlabelled: str = "refuse"
+    query_pool: str = "all"
+    query_top_classes: int = 0
+    database_from: str = "rest"
+    train_top_classes: int = 0
+    overrides: tuple[tuple[str, str], ...] = ()
+    raw: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Protocol:
+        """The protocol with dotted fields replaced, e.g. {"query.per_class": 5}.
+
+        The result is validated like a file; the overrides are kept in ``overrides`` (and
+        recorded with every run). Changing counts changes the split, hence its hash.
+        """
+        if not overrides:
+            return self
+        data = copy.deepcopy(self.raw)
+        for key, value in overrides.items():
+            section, _, name = key.rpartition(".")
+            if key not in _KNOWN.get(section, set()) and name not in _KNOWN.get(section, set()):
+                fields = sorted(f"{sec}.{f}" if sec else f for sec, fs in _KNOWN.items()
+                                for f in fs if f not in _KNOWN)
+                from hashbench.registry import suggest
+
+                raise UsageError(f"protocol has no field {key!r}{suggest(key, fields)}")
+            (data.setdefault(section, {}) if section else data)[name] = value
+        proto = parse_protocol(data, f"{self.source} with overrides")
+        merged = dict(self.overrides)
+        merged.update({k: json.dumps(v) for k, v in overrides.items()})
+        return dataclasses.replace(proto, source=self.source,
+                                   overrides=tuple(sorted(merged.items())))
 
     def with_train_mode(self, mode: str | None) -> Protocol:
         """The same protocol with another training-set mode ("-D" variants use "full")."""
@@ -85,6 +124,7 @@ class Split:
     train: np.ndarray
     train_mode: str
     sha256: str
+    n_dropped_unlabelled: int = 0
 
     def save(self, path: Path) -> None:
         np.savez_compressed(path, query=self.query, database=self.database, train=self.train)
@@ -122,11 +162,12 @@ def _int_list(value: Any, key: str, where: str) -> tuple[int, ...]:
 
 
 _KNOWN = {
-    "": {"name", "dataset", "description", "seed", "query", "database", "train",
+    "": {"name", "dataset", "description", "seed", "labels", "query", "database", "train",
          "evaluation", "bits"},
-    "query": {"per_class"},
+    "labels": {"unlabelled"},
+    "query": {"per_class", "pool", "top_classes"},
     "database": {"from"},
-    "train": {"mode", "per_class"},
+    "train": {"mode", "per_class", "top_classes"},
     "evaluation": {"map_topk", "precision_ks", "radius"},
     "bits": {"default"},
 }
@@ -146,8 +187,16 @@ def parse_protocol(data: dict[str, Any], where: str) -> Protocol:
     train = data.get("train", {})
     evaluation = data.get("evaluation", {})
     database = data.get("database", {})
-    if _field(database, "from", f"{where} [database]", str, "rest") != "rest":
-        raise ConfigError(f"{where}: field 'database.from' must be \"rest\"")
+    unlabelled = _field(data.get("labels", {}), "unlabelled", f"{where} [labels]", str, "refuse")
+    if unlabelled not in ("refuse", "drop"):
+        raise ConfigError(
+            f"{where}: field 'labels.unlabelled' must be \"refuse\" or \"drop\", got {unlabelled!r}"
+        )
+    top = {}
+    for name, table in (("query", query), ("train", train)):
+        top[name] = _field(table, "top_classes", f"{where} [{name}]", int, 0)
+        if top[name] < 0:
+            raise ConfigError(f"{where}: field '{name}.top_classes' must be >= 0, got {top[name]}")
     mode = _field(train, "mode", f"{where} [train]", str)
     if mode not in TRAIN_MODES:
         raise ConfigError(
@@ -190,6 +239,12 @@ def parse_protocol(data: dict[str, Any], where: str) -> Protocol:
             data.get("bits", {}).get("default", [12, 24, 32, 48]), "bits.default", where
         ),
         source=where,
+        unlabelled=unlabelled,
+        query_pool=_field(query, "pool", f"{where} [query]", str, "all"),
+        query_top_classes=top["query"],
+        database_from=_field(database, "from", f"{where} [database]", str, "rest"),
+        train_top_classes=top["train"],
+        raw=copy.deepcopy(data),
     )
 
 
@@ -258,22 +313,23 @@ def protocol_for_dataset(dataset: str) -> Protocol:
 
 
 def _per_class_sample(
-    labels: np.ndarray, pool: np.ndarray, per_class: int, rng: np.random.Generator, what: str
+    labels: np.ndarray, pool: np.ndarray, per_class: int, classes: np.ndarray,
+    rng: np.random.Generator, what: str, class_names: list[str] | None = None,
 ) -> np.ndarray:
-    """``per_class`` items of each class from ``pool`` (without replacement, class by class).
+    """``per_class`` items of each class in ``classes`` from ``pool``, class by class.
 
     For multi-label data an item drawn for one class is not drawn again for a later class,
-    so the sample holds exactly ``per_class * n_classes`` distinct items.
+    so the sample holds exactly ``per_class * len(classes)`` distinct items.
     """
-    available = np.ones(len(labels), dtype=bool)
-    in_pool = np.zeros(len(labels), dtype=bool)
-    in_pool[pool] = True
+    available = np.zeros(len(labels), dtype=bool)
+    available[pool] = True
     chosen = []
-    for c in range(labels.shape[1]):
-        candidates = np.flatnonzero(in_pool & available & (labels[:, c] > 0))
+    for c in classes:
+        candidates = np.flatnonzero(available & (labels[:, c] > 0))
         if len(candidates) < per_class:
+            name = f"{c} ({class_names[c]})" if class_names and c < len(class_names) else str(c)
             raise DataError(
-                f"{what}: class {c} has only {len(candidates)} items left, "
+                f"{what}: class {name} has only {len(candidates)} items left, "
                 f"{per_class} are needed"
             )
         pick = rng.choice(candidates, size=per_class, replace=False)
@@ -292,22 +348,61 @@ def split_hash(query: np.ndarray, database: np.ndarray, train: np.ndarray, mode:
     return h.hexdigest()
 
 
-def materialise(protocol: Protocol, labels: np.ndarray) -> Split:
+def _classes(labels: np.ndarray, top: int) -> np.ndarray:
+    """All classes, or the ``top`` most frequent (ties by class index), in index order."""
+    if top <= 0 or top >= labels.shape[1]:
+        return np.arange(labels.shape[1])
+    counts = labels.sum(axis=0)
+    order = np.lexsort((np.arange(len(counts)), -counts))
+    return np.sort(order[:top])
+
+
+def _partition(partitions: dict[str, np.ndarray] | None, name: str, what: str) -> np.ndarray:
+    if not partitions or name not in partitions:
+        known = ", ".join(sorted(partitions or {})) or "none"
+        raise DataError(f"{what} asks for partition {name!r}; the dataset has: {known}")
+    return np.asarray(partitions[name], dtype=np.int64)
+
+
+def materialise(protocol: Protocol, labels: np.ndarray,
+                partitions: dict[str, np.ndarray] | None = None,
+                class_names: list[str] | None = None) -> Split:
     """Draw the split of ``protocol`` on a dataset with these multi-hot ``labels``.
 
-    Deterministic in (protocol, labels): the generator is seeded with ``protocol.seed``.
-    Queries: ``query_per_class`` per class from the whole dataset; database: the rest;
-    training set: ``train_per_class`` per class from the database ("sampled") or the whole
-    database ("full"). Query and database are disjoint by construction.
+    Deterministic in (protocol, labels, partitions): the generators are seeded with
+    ``protocol.seed``. Items with no label are refused or dropped (``labels.unlabelled``).
+    Queries: ``query.per_class`` per class from the query pool (the whole dataset or a
+    partition such as MS-COCO's validation images), over all classes or the
+    ``query.top_classes`` most frequent ones (counted over the whole labelled dataset).
+    Database: every labelled item that is not a query ("rest"), or a partition. Training
+    set: ``train.per_class`` per class from the database ("sampled") or the whole
+    database ("full"). Query and database are disjoint; this is checked.
     """
     labels = np.asarray(labels)
+    name = f"protocol {protocol.name!r}"
+    labelled = labels.any(axis=1)
+    n_unlabelled = int((~labelled).sum())
+    if n_unlabelled and protocol.unlabelled == "refuse":
+        raise DataError(
+            f"{name}: {n_unlabelled} items have no label (first rows: "
+            f"{np.flatnonzero(~labelled)[:5].tolist()}); set labels.unlabelled = \"drop\" to drop them"
+        )
+    everything = np.flatnonzero(labelled)
+    query_pool = everything if protocol.query_pool == "all" else np.intersect1d(
+        _partition(partitions, protocol.query_pool, f"{name} query.pool"), everything)
     rng = np.random.default_rng(protocol.seed)
-    everything = np.arange(len(labels))
-    query = _per_class_sample(labels, everything, protocol.query_per_class, rng,
-                              f"protocol {protocol.name!r} queries")
-    is_query = np.zeros(len(labels), dtype=bool)
-    is_query[query] = True
-    database = np.flatnonzero(~is_query).astype(np.int64)
+    query = _per_class_sample(labels, query_pool, protocol.query_per_class,
+                              _classes(labels[everything], protocol.query_top_classes), rng,
+                              f"{name} queries", class_names)
+    if protocol.database_from == "rest":
+        is_query = np.zeros(len(labels), dtype=bool)
+        is_query[query] = True
+        database = everything[~is_query[everything]].astype(np.int64)
+    else:
+        database = np.intersect1d(
+            _partition(partitions, protocol.database_from, f"{name} database.from"), everything)
+        if np.intersect1d(database, query).size:
+            raise DataError(f"{name}: query pool and database partition overlap")
     if protocol.train_mode == "full":
         train = database
     else:
@@ -315,7 +410,8 @@ def materialise(protocol: Protocol, labels: np.ndarray) -> Split:
         # the sampled training set is drawn with its own stream so that "full" and
         # "sampled" runs of one protocol share the same queries and database
         train_rng = np.random.default_rng([protocol.seed, 1])
-        train = _per_class_sample(labels, database, protocol.train_per_class, train_rng,
-                                  f"protocol {protocol.name!r} training set")
+        train = _per_class_sample(labels, database, protocol.train_per_class,
+                                  _classes(labels[everything], protocol.train_top_classes),
+                                  train_rng, f"{name} training set", class_names)
     return Split(query, database, train, protocol.train_mode,
-                 split_hash(query, database, train, protocol.train_mode))
+                 split_hash(query, database, train, protocol.train_mode), n_unlabelled)

@@ -74,6 +74,8 @@ class RunConfig:
     tracking_uri: str | None = None
     experiment: str = "hashbench"
     command: str = ""
+    data_options: dict[str, str] = field(default_factory=dict)
+    pretrained: bool = True
 
 
 @dataclass
@@ -104,13 +106,15 @@ def build_method(cls: type[Hasher], bits: int, params: dict[str, Any]) -> Hasher
 
 
 def run_key(trial: Trial, method: Hasher, protocol: Protocol, split: Split,
-            conventions: Conventions) -> str:
+            conventions: Conventions, data_tags: dict[str, str] | None = None) -> str:
     """SHA-256 of everything that determines a trial's result (not the device)."""
     payload = {
         "method": trial.method.meta.name,
         "params": method.get_params(),
         "protocol": protocol.name,
+        "protocol_overrides": list(protocol.overrides),
         "dataset": protocol.dataset,
+        "data": data_tags or {},
         "split": split.sha256,
         "train_mode": split.train_mode,
         "seed": trial.seed,
@@ -175,11 +179,17 @@ class GridRunner:
 
     def plan(self) -> list[Trial]:
         return [
-            Trial(m, b, s, dict(self.config.params.get(m.meta.name, {})))
+            Trial(m, b, s, self._params_for(m))
             for m in self.config.methods
             for b in self.config.bits
             for s in self.config.seeds
         ]
+
+    def _params_for(self, cls: type[Hasher]) -> dict[str, Any]:
+        params = dict(self.config.params.get(cls.meta.name, {}))
+        if not self.config.pretrained and "pretrained" in cls.param_names():
+            params.setdefault("pretrained", False)
+        return params
 
     def run(self) -> Summary:
         trials = self.plan()
@@ -187,9 +197,19 @@ class GridRunner:
             build_method(trial.method, trial.bits, trial.params)
         self.device = resolve_device(self.config.device, self.config.methods)
         self.store = Store(self.config.tracking_uri, self.config.experiment)
-        self.dataset = load_dataset(self.protocol.dataset, self.config.data_root)
-        self.split = materialise(self.protocol, self.dataset.labels)
+        self.dataset = load_dataset(self.protocol.dataset, self.config.data_root,
+                                    **self.config.data_options)
+        self.split = materialise(self.protocol, self.dataset.labels, self.dataset.partitions,
+                                 self.dataset.class_names)
+        self.data_tags = {f"dataset.{k}": v for k, v in self.dataset.provenance.items()}
+        if self.dataset.features is None and self.dataset.images is not None:
+            self._attach_feature_extraction()
+        if self.protocol.overrides:
+            self.data_tags["hashbench.protocol_overrides"] = json.dumps(dict(self.protocol.overrides))
+        if self.split.n_dropped_unlabelled:
+            self.data_tags["dataset.dropped_unlabelled"] = str(self.split.n_dropped_unlabelled)
         self.base_tags = {
+            **self.data_tags,
             KIND_TAG: "trial",
             "hashbench.version": hashbench.__version__,
             "hashbench.git_sha": git_sha(),
@@ -218,6 +238,21 @@ class GridRunner:
             self.parent.end("FINISHED")
         return summary
 
+    def _attach_feature_extraction(self) -> None:
+        """Shallow methods on image datasets get cached AlexNet fc7 features, on first use."""
+        from hashbench import features
+
+        pretrained = self.config.pretrained
+        self.data_tags["features.extractor"] = (
+            f"{features.BACKBONE} ({features.weights_tag(pretrained)}, {features.TRANSFORM}; "
+            "torchvision AlexNet as the stand-in for CNN-F)"
+        )
+        dataset, reporter, device = self.dataset, self.reporter, self.device
+        self.dataset.feature_source = lambda: features.extract_features(
+            dataset, pretrained=pretrained, device=device, progress=reporter.progress,
+            log=reporter.message,
+        )
+
     def _ensure_parent(self) -> RunRecorder:
         if self.parent is None:
             tags = {**self.base_tags, KIND_TAG: "grid", "hashbench.command": self.config.command}
@@ -232,7 +267,7 @@ class GridRunner:
 
     def _run_one(self, trial: Trial) -> Outcome:
         method = build_method(trial.method, trial.bits, trial.params)
-        key = run_key(trial, method, self.protocol, self.split, self.conventions)
+        key = run_key(trial, method, self.protocol, self.split, self.conventions, self.data_tags)
         if not self.config.force:
             existing = self.store.finished_run(key)
             if existing is not None:

@@ -17,9 +17,13 @@ from hashbench.errors import DataError, UsageError
 class Dataset:
     """A labelled collection, indexed 0..n-1.
 
-    ``features`` is float32 ``(n, d)`` (what feature methods train on); ``images`` is an
-    indexable collection of images (what image methods train on), or None when the
-    dataset has no images. ``labels`` is multi-hot uint8 ``(n, L)``.
+    ``features`` is float32 ``(n, d)`` (what feature methods train on); for image datasets
+    it is computed on first use by ``feature_source`` (cached deep features, see
+    :mod:`hashbench.features`). ``images`` is an indexable collection of images (PIL
+    images or arrays; what image methods train on), or None. ``labels`` is multi-hot uint8
+    ``(n, L)``. ``partitions`` names index subsets that protocols can draw from (MS-COCO's
+    ``train``/``val``). ``provenance`` says where the data came from; it is recorded with
+    every run as ``dataset.*`` tags.
     """
 
     name: str
@@ -28,27 +32,15 @@ class Dataset:
     images: Any = None
     class_names: list[str] = field(default_factory=list)
     description: str = ""
+    partitions: dict[str, np.ndarray] = field(default_factory=dict)
+    feature_source: Callable[[], np.ndarray] | None = None
+    provenance: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         labels = np.asarray(self.labels)
         if labels.ndim != 2:
             raise DataError(f"{self.name}: labels must be a (n, L) multi-hot matrix")
         self.labels = (labels > 0).astype(np.uint8)
-        if self.features is not None:
-            feats = np.asarray(self.features, dtype=np.float32)
-            if feats.ndim != 2 or len(feats) != len(self.labels):
-                raise DataError(
-                    f"{self.name}: features have shape {feats.shape}, "
-                    f"expected ({len(self.labels)}, d)"
-                )
-            bad = ~np.isfinite(feats).all(axis=1)
-            if bad.any():
-                rows = np.flatnonzero(bad)
-                raise DataError(
-                    f"{self.name}: {len(rows)} feature rows contain NaN or inf "
-                    f"(first rows: {rows[:5].tolist()})"
-                )
-            self.features = feats
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -61,9 +53,31 @@ class Dataset:
     def multilabel(self) -> bool:
         return bool((self.labels.sum(axis=1) > 1).any())
 
+    def _checked_features(self, feats: Any) -> np.ndarray:
+        feats = np.asarray(feats, dtype=np.float32)
+        if feats.ndim != 2 or len(feats) != len(self.labels):
+            raise DataError(
+                f"{self.name}: features have shape {feats.shape}, expected ({len(self.labels)}, d)"
+            )
+        bad = ~np.isfinite(feats).all(axis=1)
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            raise DataError(
+                f"{self.name}: {len(rows)} feature rows contain NaN or inf "
+                f"(first rows: {rows[:5].tolist()})"
+            )
+        return feats
+
     def inputs(self, kind: str) -> Any:
         """The inputs a method of ``kind`` ("features" or "images") trains on."""
-        value = self.features if kind == "features" else self.images
+        if kind == "features":
+            if self.features is None and self.feature_source is not None:
+                self.features = self.feature_source()
+            if self.features is not None:
+                self.features = self._checked_features(self.features)
+            value = self.features
+        else:
+            value = self.images
         if value is None:
             raise DataError(f"dataset {self.name!r} provides no {kind}")
         return value
@@ -72,6 +86,10 @@ class Dataset:
 Loader = Callable[..., Dataset]
 _LOADERS: dict[str, str | Loader] = {
     "digits": "hashbench.datasets.digits:load_digits",
+    "cifar10": "hashbench.datasets.cifar10:load_cifar10",
+    "nuswide": "hashbench.datasets.listfile:load_nuswide",
+    "coco": "hashbench.datasets.listfile:load_coco",
+    "features": "hashbench.datasets.features_file:load_features_file",
 }
 
 
@@ -96,6 +114,17 @@ def load(name: str, root: str | Path | None = None, **options: Any) -> Dataset:
     if isinstance(loader, str):
         module, attr = loader.split(":")
         loader = getattr(importlib.import_module(module), attr)
+    import inspect
+
+    params = inspect.signature(loader).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    accepted = [k for k in params if k != "root"]
+    for key in options:
+        if not takes_any and key not in accepted:
+            raise UsageError(
+                f"dataset {name!r} has no option {key!r}{suggest(key, accepted)}"
+                f" (options: {', '.join(accepted) or 'none'})"
+            )
     return loader(Path(root) if root else None, **options)
 
 

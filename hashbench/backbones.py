@@ -1,0 +1,279 @@
+"""Backbone networks shared by the deep hashing methods (ADSH, and later DPSH, DSH, DHN).
+
+Every backbone maps a batch of inputs to ``bits`` real values ``F(x)`` (no output
+non-linearity: each method applies its own, e.g. ADSH's tanh).
+
+* ``"alexnet"``: torchvision's AlexNet with the last layer (``classifier[6]``, 4096 -> 1000)
+  replaced by a new ``Linear(4096, bits)``. It stands in for CNN-F (Chatfield et al. 2014),
+  the 5 conv + 3 fc network the ADSH paper used, which torchvision does not ship. With
+  ``pretrained=True`` the ImageNet weights (``AlexNet_Weights.IMAGENET1K_V1``) are loaded
+  from torchvision's cache (``$TORCH_HOME/hub/checkpoints``, default
+  ``~/.cache/torch/hub/checkpoints``), downloaded there when the network allows; offline
+  without the file, :class:`~hashbench.errors.DataError` says where to put it. The model
+  takes images of any size as float ``(N, C, H, W)`` in [0, 1] (uint8 in [0, 255] and
+  channels-last arrays are converted by :func:`to_batch`), resizes them to
+  ``image_size`` (224) bilinearly, repeats a single grey channel to RGB, and normalises
+  with the ImageNet mean and standard deviation inside ``forward``, so the same code runs
+  on CPU and GPU.
+* ``"mlp"``: for feature vectors ``(N, d)``: ``d -> hidden -> hidden -> bits`` with ReLU.
+* ``"cnn"``: for small images such as the 8x8 digits ``(N, 1, 8, 8)``: two 3x3
+  convolutions (32 and 64 channels, ReLU), 2x2 max-pooling, ``fc -> hidden -> bits``.
+
+Threads (:func:`cpu_threads`): on CPU, PyTorch starts one intra-op thread per core. The
+small backbones run tiny matrix products (a 64 x 256 layer) where splitting work across
+threads costs more than it saves, and when other processes share the cores the waiting
+threads spin and contend: in calibration on a 2-core machine shared with other jobs, small
+models ran about 10x slower with the default than with one thread. So deep methods run
+the small backbones with **1 thread** and AlexNet with the default (all cores), which
+pays off for its large convolutions. ``HASHBENCH_TORCH_THREADS=k`` overrides the choice;
+the previous setting is restored when training ends.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from hashbench.errors import ConfigError, DataError
+
+BACKBONES = ("mlp", "cnn", "alexnet")
+SMALL_BACKBONES = ("mlp", "cnn")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+THREADS_ENV = "HASHBENCH_TORCH_THREADS"
+
+
+# ---------------------------------------------------------------- the networks
+
+
+class MLP(nn.Module):
+    """``d -> hidden -> hidden -> bits`` with ReLU; inputs of any shape are flattened."""
+
+    def __init__(self, in_features: int, bits: int, hidden: int = 256) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(in_features, hidden), nn.ReLU(),
+            nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(hidden, bits),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class SmallCNN(nn.Module):
+    """Two 3x3 convolutions and a 2x2 max-pool, then ``fc -> hidden -> bits``."""
+
+    def __init__(self, input_shape: Sequence[int], bits: int, hidden: int = 256) -> None:
+        super().__init__()
+        channels, height, width = input_shape
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        flat = 64 * (height // 2) * (width // 2)
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU(), nn.Linear(hidden, bits),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class AlexNetHash(nn.Module):
+    """torchvision AlexNet with ``classifier[6]`` replaced by ``Linear(4096, bits)``.
+
+    ``forward`` takes float images in [0, 1] of any size, resizes them to ``image_size``,
+    turns one grey channel into three and applies the ImageNet normalisation.
+    """
+
+    def __init__(self, bits: int, pretrained: bool, image_size: int = 224) -> None:
+        super().__init__()
+        from torchvision.models import alexnet
+
+        self.image_size = image_size
+        self.model = alexnet(weights=_alexnet_weights() if pretrained else None)
+        self.model.classifier[6] = nn.Linear(self.model.classifier[6].in_features, bits)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
+                              align_corners=False)
+        return self.model((x - self.mean) / self.std)
+
+
+def alexnet_weights_path() -> Path:
+    """Where torchvision looks for the cached ImageNet AlexNet weights."""
+    from torchvision.models import AlexNet_Weights
+
+    filename = AlexNet_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def _alexnet_weights() -> Any:
+    """The ImageNet weights enum, checked to be usable: cached, or downloadable now."""
+    from torchvision.models import AlexNet_Weights
+
+    weights = AlexNet_Weights.IMAGENET1K_V1
+    path = alexnet_weights_path()
+    if path.is_file():
+        return weights
+    try:  # fetch into the cache now, so a failure is reported here with its remedy
+        torch.hub.load_state_dict_from_url(weights.url, progress=False, check_hash=True)
+    except Exception as exc:  # noqa: BLE001 - no network, proxy, disk full, bad hash ...
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise DataError(
+            f"ImageNet AlexNet weights are not cached at {path} and could not be downloaded "
+            f"({reason}); copy {weights.url} to that path (set TORCH_HOME to move the "
+            f"cache) or use pretrained=False to train from random initialisation"
+        ) from exc
+    return weights
+
+
+def build_backbone(name: str, bits: int, input_shape: Sequence[int], pretrained: bool = False,
+                   hidden: int = 256, image_size: int = 224) -> nn.Module:
+    """The network ``F`` mapping one input of shape ``input_shape`` to ``bits`` reals.
+
+    ``input_shape`` excludes the batch axis: ``(d,)`` for feature vectors, ``(C, H, W)``
+    for images. ``pretrained`` applies to AlexNet only; asking it of the small networks is
+    a :class:`ConfigError` (they have no pretrained weights), as is an input shape the
+    network cannot take.
+    """
+    shape = tuple(int(s) for s in input_shape)
+    if bits < 1:
+        raise ConfigError(f"backbone {name!r}: bits must be positive, got {bits}")
+    if name == "mlp":
+        _no_pretrained(name, pretrained)
+        return MLP(int(np.prod(shape)), bits, hidden)
+    if name == "cnn":
+        _no_pretrained(name, pretrained)
+        if len(shape) != 3 or min(shape[1:]) < 2:
+            raise ConfigError(
+                f"backbone 'cnn' needs images (C, H, W) of at least 2x2, got input shape {shape}; "
+                f"use backbone='mlp' for feature vectors"
+            )
+        return SmallCNN(shape, bits, hidden)
+    if name == "alexnet":
+        if len(shape) != 3 or shape[0] not in (1, 3):
+            raise ConfigError(
+                f"backbone 'alexnet' needs grey or RGB images (C, H, W), got input shape {shape}; "
+                f"use backbone='mlp' for feature vectors"
+            )
+        return AlexNetHash(bits, pretrained, image_size)
+    raise ConfigError(f"unknown backbone {name!r} (known: {', '.join(BACKBONES)})")
+
+
+def _no_pretrained(name: str, pretrained: bool) -> None:
+    if pretrained:
+        raise ConfigError(
+            f"backbone {name!r} has no pretrained weights; use pretrained=False "
+            f"(only 'alexnet' loads ImageNet weights)"
+        )
+
+
+# ---------------------------------------------------------------- inputs -> batches
+
+
+def as_float_array(items: Any) -> np.ndarray:
+    """A batch as float32 ``(N, d)`` or ``(N, C, H, W)``.
+
+    Feature matrices pass through. Images: uint8 is scaled to [0, 1]; channels-last
+    ``(N, H, W, C)`` with C in (1, 3) becomes channels-first; ``(N, H, W)`` gains a channel.
+    """
+    arr = np.asarray(items)
+    scale = arr.dtype == np.uint8
+    arr = arr.astype(np.float32, copy=False)
+    if scale:
+        arr = arr / np.float32(255.0)
+    if arr.ndim == 3:
+        arr = arr[:, None]
+    elif arr.ndim == 4 and arr.shape[-1] in (1, 3) and arr.shape[1] not in (1, 3):
+        arr = arr.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(arr)
+
+
+def to_batch(inputs: Any, indices: Any, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Rows ``indices`` of ``inputs`` as a float32 tensor on ``device``.
+
+    ``inputs`` is a numpy array (features or images) or any indexable collection of images
+    (numpy arrays, PIL images or tensors, e.g. a dataset view); see :func:`as_float_array`.
+    """
+    idx = np.asarray(indices, dtype=np.int64)
+    if isinstance(inputs, np.ndarray):
+        rows = inputs[idx]
+    elif isinstance(inputs, torch.Tensor):
+        rows = inputs[torch.as_tensor(idx)].cpu().numpy()
+    else:
+        rows = np.stack([_item_array(inputs[int(i)]) for i in idx]) if len(idx) else np.zeros((0,))
+    return torch.from_numpy(as_float_array(rows)).to(device)
+
+
+def _item_array(item: Any) -> np.ndarray:
+    if isinstance(item, torch.Tensor):
+        return item.detach().cpu().numpy()
+    return np.asarray(item)  # PIL images convert to (H, W[, C]) uint8
+
+
+def input_shape(inputs: Any) -> tuple[int, ...]:
+    """The shape of one input (no batch axis) after :func:`to_batch`'s conversion."""
+    if len(inputs) == 0:
+        raise DataError("no inputs: the training set is empty")
+    return tuple(to_batch(inputs, [0]).shape[1:])
+
+
+def iterate_batches(inputs: Any, batch_size: int, device: str | torch.device = "cpu"
+                    ) -> Iterator[torch.Tensor]:
+    """All rows of ``inputs`` in order, ``batch_size`` at a time, as tensors on ``device``."""
+    for start in range(0, len(inputs), batch_size):
+        yield to_batch(inputs, np.arange(start, min(start + batch_size, len(inputs))), device)
+
+
+# ---------------------------------------------------------------- threads
+
+
+def threads_for(backbone: str, device: str | torch.device) -> int | None:
+    """Intra-op threads to use on CPU: 1 for the small backbones, None (keep) for AlexNet.
+
+    ``HASHBENCH_TORCH_THREADS`` overrides; on CUDA the setting only affects host-side work
+    and is left alone. See the module docstring for the measurements behind this.
+    """
+    override = os.environ.get(THREADS_ENV, "").strip()
+    if override:
+        try:
+            value = int(override)
+        except ValueError:
+            raise ConfigError(f"{THREADS_ENV} must be a positive integer, got {override!r}") from None
+        if value < 1:
+            raise ConfigError(f"{THREADS_ENV} must be a positive integer, got {override!r}")
+        return value
+    if torch.device(device).type != "cpu":
+        return None
+    return 1 if backbone in SMALL_BACKBONES else None
+
+
+@contextmanager
+def cpu_threads(count: int | None) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(count)`` (None: unchanged), then restore."""
+    if count is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

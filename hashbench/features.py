@@ -1,0 +1,127 @@
+"""Cached deep features for shallow methods on image datasets.
+
+The ADSH paper trains its shallow baselines on 4,096-d CNN-F fc7 features. CNN-F is not
+in torchvision; the stand-in is torchvision's AlexNet with ImageNet weights
+(``AlexNet_Weights.IMAGENET1K_V1``), features taken after fc7's ReLU (classifier layers
+0-5), on images resized to 224x224 and normalised with the ImageNet mean and std.
+
+Features are extracted once and cached as ``.npy`` under ``$HASHBENCH_CACHE`` (default
+``~/.cache/hashbench``)/``features``, keyed by dataset, the exact image list, backbone,
+weights and transform; a second run reuses the file. Pretrained weights come from
+torchvision's cache (``$TORCH_HOME``); with no network and no cached file, extraction
+stops with a message saying where to put the weights or to pass ``--no-pretrained``
+(random weights from a fixed seed, recorded as such).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hashbench.errors import DataError
+
+BACKBONE = "alexnet-fc7"
+TRANSFORM = "resize224+imagenet-normalize"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("HASHBENCH_CACHE") or Path.home() / ".cache" / "hashbench")
+
+
+def weights_tag(pretrained: bool) -> str:
+    return "IMAGENET1K_V1" if pretrained else "random-init-seed0"
+
+
+def imagenet_transform(size: int = 224) -> Any:
+    from torchvision import transforms
+
+    return transforms.Compose([
+        transforms.Resize((size, size)),
+        transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+def pretrained_alexnet_state() -> dict[str, Any]:
+    """ImageNet AlexNet weights from torchvision's cache, downloading only if possible."""
+    import torch
+    from torchvision.models import AlexNet_Weights
+
+    weights = AlexNet_Weights.IMAGENET1K_V1
+    filename = weights.url.rsplit("/", 1)[-1]
+    target = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    try:
+        return weights.get_state_dict(progress=True, check_hash=False)
+    except Exception as exc:  # noqa: BLE001 - URLError, HTTPError, OSError, corrupt file...
+        raise DataError(
+            f"pretrained AlexNet weights are not in torchvision's cache ({target}) and could not "
+            f"be downloaded ({type(exc).__name__}); copy {filename} from {weights.url} there "
+            "(TORCH_HOME sets the cache), or pass --no-pretrained to use random weights"
+        ) from None
+
+
+def alexnet_fc7(pretrained: bool) -> Any:
+    """AlexNet truncated after fc7's ReLU (4,096 outputs), in eval mode."""
+    import torch
+    from torchvision.models import alexnet
+
+    torch.manual_seed(0)
+    model = alexnet(weights=None)
+    if pretrained:
+        model.load_state_dict(pretrained_alexnet_state())
+    model.classifier = model.classifier[:6]
+    return model.eval()
+
+
+def cache_path(dataset: Any, pretrained: bool) -> Path:
+    ident = dataset.images.identity() if hasattr(dataset.images, "identity") else str(len(dataset))
+    key = hashlib.sha256(
+        "|".join([dataset.name, ident, BACKBONE, weights_tag(pretrained), TRANSFORM]).encode()
+    ).hexdigest()[:20]
+    return cache_root() / "features" / f"{dataset.name}-{BACKBONE}-{key}.npy"
+
+
+def _plain(iterable: Iterable[Any], total: int | None = None, desc: str = "") -> Iterator[Any]:
+    return iter(iterable)
+
+
+def extract_features(
+    dataset: Any, pretrained: bool = True, batch_size: int = 128, device: str = "cpu",
+    progress: Callable[..., Iterator[Any]] = _plain, log: Callable[[str], None] = lambda s: None,
+) -> np.ndarray:
+    """fc7 features of every image of ``dataset`` (n, 4096) float32, cached on disk."""
+    path = cache_path(dataset, pretrained)
+    if path.is_file():
+        try:
+            feats = np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            log(f"ignoring corrupt feature cache {path}")
+        else:
+            if feats.shape == (len(dataset), 4096):
+                log(f"using cached features {path}")
+                return feats
+    import torch
+
+    model = alexnet_fc7(pretrained).to(device)
+    transform = imagenet_transform()
+    images = dataset.images
+    out = np.empty((len(images), 4096), dtype=np.float32)
+    starts = range(0, len(images), batch_size)
+    with torch.inference_mode():
+        for start in progress(starts, total=len(starts), desc=f"{BACKBONE} features"):
+            stop = min(start + batch_size, len(images))
+            batch = torch.stack([transform(images[i]) for i in range(start, stop)]).to(device)
+            out[start:stop] = model(batch).float().cpu().numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+    np.save(tmp, out)
+    os.replace(tmp, path)
+    log(f"cached features in {path}")
+    return out
