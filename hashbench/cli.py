@@ -146,6 +146,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         experiment=args.experiment,
         data_options=_data_options(args),
         pretrained=not args.no_pretrained,
+        feature_image_size=args.feature_image_size,
         command="hashbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     summary = GridRunner(config, Reporter(quiet=args.quiet)).run()
@@ -260,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pretrained", action="store_true",
                    help="random (seeded) instead of ImageNet weights for feature extraction and "
                         "deep backbones; recorded with the runs")
+    p.add_argument("--feature-image-size", type=int, default=224, metavar="N",
+                   help="side images are resized to before AlexNet fc7 feature extraction for "
+                        "shallow methods on image datasets (default: 224, as in the paper)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     _store_options(p)
     p.set_defaults(func=cmd_run)

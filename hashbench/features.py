@@ -26,7 +26,11 @@ import numpy as np
 from hashbench.errors import DataError
 
 BACKBONE = "alexnet-fc7"
-TRANSFORM = "resize224+imagenet-normalize"
+DEFAULT_SIZE = 224
+
+
+def transform_tag(size: int = DEFAULT_SIZE) -> str:
+    return f"resize{size}+imagenet-normalize"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -39,7 +43,7 @@ def weights_tag(pretrained: bool) -> str:
     return "IMAGENET1K_V1" if pretrained else "random-init-seed0"
 
 
-def imagenet_transform(size: int = 224) -> Any:
+def imagenet_transform(size: int = DEFAULT_SIZE) -> Any:
     from torchvision import transforms
 
     return transforms.Compose([
@@ -80,10 +84,10 @@ def alexnet_fc7(pretrained: bool) -> Any:
     return model.eval()
 
 
-def cache_path(dataset: Any, pretrained: bool) -> Path:
+def cache_path(dataset: Any, pretrained: bool, size: int = DEFAULT_SIZE) -> Path:
     ident = dataset.images.identity() if hasattr(dataset.images, "identity") else str(len(dataset))
     key = hashlib.sha256(
-        "|".join([dataset.name, ident, BACKBONE, weights_tag(pretrained), TRANSFORM]).encode()
+        "|".join([dataset.name, ident, BACKBONE, weights_tag(pretrained), transform_tag(size)]).encode()
     ).hexdigest()[:20]
     return cache_root() / "features" / f"{dataset.name}-{BACKBONE}-{key}.npy"
 
@@ -95,9 +99,16 @@ def _plain(iterable: Iterable[Any], total: int | None = None, desc: str = "") ->
 def extract_features(
     dataset: Any, pretrained: bool = True, batch_size: int = 128, device: str = "cpu",
     progress: Callable[..., Iterator[Any]] = _plain, log: Callable[[str], None] = lambda s: None,
+    image_size: int = DEFAULT_SIZE,
 ) -> np.ndarray:
-    """fc7 features of every image of ``dataset`` (n, 4096) float32, cached on disk."""
-    path = cache_path(dataset, pretrained)
+    """fc7 features of every image of ``dataset`` (n, 4096) float32, cached on disk.
+
+    ``image_size`` is the side images are resized to (224 as in the paper; smaller sizes,
+    at least 64, are faster and recorded in the cache key and the run tags).
+    """
+    if image_size < 64:
+        raise DataError(f"feature image size must be at least 64 for AlexNet, got {image_size}")
+    path = cache_path(dataset, pretrained, image_size)
     if path.is_file():
         try:
             feats = np.load(path, allow_pickle=False)
@@ -110,7 +121,7 @@ def extract_features(
     import torch
 
     model = alexnet_fc7(pretrained).to(device)
-    transform = imagenet_transform()
+    transform = imagenet_transform(image_size)
     images = dataset.images
     out = np.empty((len(images), 4096), dtype=np.float32)
     starts = range(0, len(images), batch_size)

@@ -76,6 +76,7 @@ class RunConfig:
     command: str = ""
     data_options: dict[str, str] = field(default_factory=dict)
     pretrained: bool = True
+    feature_image_size: int = 224
 
 
 @dataclass
@@ -242,15 +243,15 @@ class GridRunner:
         """Shallow methods on image datasets get cached AlexNet fc7 features, on first use."""
         from hashbench import features
 
-        pretrained = self.config.pretrained
+        pretrained, size = self.config.pretrained, self.config.feature_image_size
         self.data_tags["features.extractor"] = (
-            f"{features.BACKBONE} ({features.weights_tag(pretrained)}, {features.TRANSFORM}; "
+            f"{features.BACKBONE} ({features.weights_tag(pretrained)}, {features.transform_tag(size)}; "
             "torchvision AlexNet as the stand-in for CNN-F)"
         )
         dataset, reporter, device = self.dataset, self.reporter, self.device
         self.dataset.feature_source = lambda: features.extract_features(
             dataset, pretrained=pretrained, device=device, progress=reporter.progress,
-            log=reporter.message,
+            log=reporter.message, image_size=size,
         )
 
     def _ensure_parent(self) -> RunRecorder:

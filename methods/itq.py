@@ -25,6 +25,20 @@ from hashbench.errors import ConfigError
 from hashbench.registry import register
 
 
+def principal_directions(centred: np.ndarray, k: int) -> np.ndarray:
+    """The top-k principal directions (d, k) of centred data, largest variance first.
+
+    Exact either way: eigenvectors of the d x d scatter matrix when n >= d, right singular
+    vectors of the n x d data when n < d (4,096-d deep features with few training points).
+    """
+    n, d = centred.shape
+    if n >= d:
+        eigvals, eigvecs = np.linalg.eigh(centred.T @ centred)
+        return eigvecs[:, np.argsort(eigvals)[::-1][:k]]
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return vt[:k].T
+
+
 def quantization_loss(codes: np.ndarray, projected: np.ndarray) -> float:
     """||B - V R||_F^2 for codes B and rotated projections V R."""
     return float(np.sum((codes - projected) ** 2))
@@ -55,9 +69,7 @@ class ITQ(Hasher):
             )
         self.mean_ = x.mean(axis=0)
         centred = x - self.mean_
-        # principal directions: eigenvectors of the covariance, largest eigenvalues first
-        eigvals, eigvecs = np.linalg.eigh(centred.T @ centred)
-        self.pca_ = eigvecs[:, np.argsort(eigvals)[::-1][: self.bits]]
+        self.pca_ = principal_directions(centred, self.bits)
         v = centred @ self.pca_
         rotation, _ = np.linalg.qr(ctx.rng.standard_normal((self.bits, self.bits)))
         self.losses_ = []

@@ -251,7 +251,7 @@ def _finished(tmp_path):
 def test_run_cifar10_with_cached_features(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HASHBENCH_CACHE", str(tmp_path / "cache"))
     write_cifar10(tmp_path / "data")
-    args = ["run", "--methods", "itq", "--dataset", "cifar10", "--bits", "8", "--no-pretrained",
+    args = ["run", "--methods", "itq", "--dataset", "cifar10", "--bits", "8", "--no-pretrained", "--feature-image-size", "64",
             "--protocol-set", "query.per_class=2", "--protocol-set", "train.per_class=3",
             "--data-option", "download=no"]
     assert main(args) == 0
@@ -274,11 +274,11 @@ def test_run_cifar10_with_cached_features(tmp_path, monkeypatch, capsys):
 
 def test_run_nuswide_and_coco_end_to_end(nuswide_root, coco_root, tmp_path, monkeypatch):
     monkeypatch.setenv("HASHBENCH_CACHE", str(tmp_path / "cache"))
-    assert main(["run", "--methods", "itq", "--dataset", "nuswide", "--bits", "8", "--no-pretrained",
+    assert main(["run", "--methods", "itq", "--dataset", "nuswide", "--bits", "8", "--no-pretrained", "--feature-image-size", "64",
                  "--protocol-set", "query.per_class=2", "--protocol-set", "train.per_class=3",
                  "--protocol-set", "evaluation.map_topk=20",
                  "--data-option", "prefix_from=/home/author/NUS-WIDE/", "--quiet"]) == 0
-    assert main(["run", "--methods", "itq", "--dataset", "coco", "--bits", "8", "--no-pretrained",
+    assert main(["run", "--methods", "itq", "--dataset", "coco", "--bits", "8", "--no-pretrained", "--feature-image-size", "64",
                  "--protocol-set", "query.per_class=2", "--protocol-set", "query.top_classes=5",
                  "--protocol-set", "train.per_class=3", "--protocol-set", "train.top_classes=5",
                  "--quiet"]) == 0

@@ -52,3 +52,19 @@ def test_lsh_depends_on_seed_and_is_balanced_after_centring():
     b = LSH(bits=32).fit(data, RunContext(seed=1)).encode(data.inputs)
     assert not np.array_equal(a, b)
     assert abs(a.mean()) < 0.3
+
+
+def test_principal_directions_agree_between_the_two_routes():
+    from hashbench.methods.itq import principal_directions
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 12)) * np.arange(1, 13)
+    x -= x.mean(0)
+    wide = principal_directions(x, 5)                 # n >= d: eigh route
+    few = x[:10] - x[:10].mean(0)
+    narrow = principal_directions(few, 5)             # n < d: svd route
+    assert wide.shape == (12, 5) and narrow.shape == (12, 5)
+    svd_wide = np.linalg.svd(x, full_matrices=False)[2][:5].T
+    np.testing.assert_allclose(np.abs(wide.T @ svd_wide), np.eye(5), atol=1e-8)
+    variances = np.var(few @ narrow, axis=0)
+    assert np.all(np.diff(variances) <= 1e-12)
