@@ -50,9 +50,17 @@ class MethodMeta:
     asymmetric: bool = False
     multilabel: bool = True
     learns_database: bool = False
+    full_mode_title: str | None = None
     """True for methods that learn the database codes even when trained on a sampled set
     (ADSH eq. 3): the runner then passes the database's inputs and labels in
     ``TrainingData.database_*`` and takes the database codes from ``database_codes()``."""
+
+    def display_name(self, train_mode: str) -> str:
+        """The name in reports: ``title``, or for the full training mode ``full_mode_title``
+        when set (ADSH, Lin:V: database learning is the method itself), else ``title-D``."""
+        if train_mode != "full":
+            return self.title
+        return self.full_mode_title or f"{self.title}-D"
 
 
 @dataclass

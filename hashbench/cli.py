@@ -180,16 +180,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     frame = report.collect(store)
     if not frame.empty:
         if args.dataset:
-            frame = frame[frame["dataset"] == args.dataset]
+            wanted = {d.strip() for d in args.dataset.split(",")}
+            frame = frame[frame["dataset"].isin(wanted) | frame["protocol"].isin(wanted)]
         if args.methods:
             wanted = {m.strip().lower() for m in args.methods.split(",") if m.strip()}
             frame = frame[frame["method"].isin(wanted)]
         if args.bits:
             frame = frame[frame["bits"].isin(parse_int_list(args.bits, "bits", 1))]
-    print(report.render(frame, args.metric))
+    tables = report.build_tables(frame, args.metric, args.table, paper=args.paper)
+    print(report.render(tables, frame, "text" if args.text else "markdown"))
     out = Path(args.out) if args.out else Path.cwd() / "results"
-    written = report.write(frame, out, args.metric)
-    print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
+    figures = {}
+    if not args.no_figures and not frame.empty:
+        from hashbench import figures as figs
+
+        figures = figs.all_figures(store, frame, out / "figures", args.curve_bits, args.topk)
+    written = report.write(frame, tables, out, figures)
+    print("wrote " + ", ".join(str(p) for p in written + list(figures.values())), file=sys.stderr)
     return 0
 
 
@@ -285,15 +292,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "report", help="tables from the MLflow store",
-        description="Tabulate a metric (mean ± std over seeds) per method x bits from the "
-                    "MLflow store; print Markdown and write report.md and runs.csv.",
+        description="Turn the MLflow store into the ADSH paper's tables (mean ± std over seeds "
+                    "per method x dataset x bits) and figures; print the tables and write "
+                    "Markdown, LaTeX, CSV, a self-contained HTML page and PNG figures.",
     )
     p.add_argument("--metric", default="map",
-                   help="metric to tabulate, e.g. map, p@100, train_seconds (default: map)")
-    p.add_argument("--dataset", metavar="NAME", help="only runs on this dataset")
+                   help="metric to tabulate: map, map@5000, p@100, p@5000, p_r2, tie_aware_map, "
+                        "map_best, map_worst, train_seconds, ... (default: map)")
+    p.add_argument("--table", choices=["auto", "1", "2", "all"], default="auto",
+                   help="Table 1 (sampled training sets), Table 2 (full-database '-D' runs beside "
+                        "ADSH), all rows in one table, or auto (Table 1, plus Table 2 if any)")
+    p.add_argument("--paper", action="store_true",
+                   help="add the ADSH paper's published MAP (Tables 1 and 2) and the difference")
+    p.add_argument("--text", action="store_true", help="plain text instead of Markdown on stdout")
+    p.add_argument("--dataset", metavar="NAME[,NAME]", help="only runs on these datasets or protocols")
     p.add_argument("--methods", metavar="M[,M...]", help="only these methods")
     p.add_argument("--bits", metavar="B[,B...]", help="only these code lengths")
-    p.add_argument("--out", metavar="DIR", help="output folder (default: ./results)")
+    p.add_argument("--topk", type=int, metavar="K",
+                   help="K of the precision-versus-bits figure (default: 5000 when recorded)")
+    p.add_argument("--curve-bits", type=int, metavar="B",
+                   help="code length of the MAP-vs-time, P@K and PR figures (default: the largest)")
+    p.add_argument("--no-figures", action="store_true", help="tables only")
+    p.add_argument("--out", metavar="DIR",
+                   help="output folder (default: ./results): report.md, report.tex, runs.csv, "
+                        "report.html, figures/")
     _store_options(p)
     p.set_defaults(func=cmd_report)
     return parser

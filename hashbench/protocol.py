@@ -126,6 +126,12 @@ class Split:
     sha256: str
     n_dropped_unlabelled: int = 0
 
+    @property
+    def eval_sha256(self) -> str:
+        """SHA-256 of the query and database arrays only: what makes evaluations comparable
+        (sampled and full training runs of one protocol share it)."""
+        return split_hash(self.query, self.database, np.empty(0, np.int64), "eval")
+
     def save(self, path: Path) -> None:
         np.savez_compressed(path, query=self.query, database=self.database, train=self.train)
 

@@ -1,16 +1,26 @@
-"""Reports: MLflow trial records -> pandas -> tables.
+"""Reports: MLflow trial records -> pandas -> the ADSH paper's tables (and figures).
 
 The report reads only the store (no recomputation), so it works on a store produced on
-another machine. Runs are grouped by (protocol, split hash, evaluation conventions, train
-mode): numbers from different splits or conventions are never averaged together, they get
-separate tables. When a trial was rerun with ``--force``, the newest FINISHED run of each
-run key counts.
+another machine.
+
+Tables. Rows are methods (their display names: ``LFH-D`` for LFH trained on the full
+database), column groups are protocols (datasets), columns are bit lengths; a cell is
+the mean ± population std over seeds of the chosen metric, with the number of seeds.
+Table 1 holds the runs trained on a sampled set (and methods such as ADSH that always
+learn the database codes); Table 2 the full-database runs beside ADSH. Comparability is
+decided by the evaluation split hash (query + database indices) and the evaluation
+conventions recorded with every run: runs that differ in either are never averaged
+together, they go to separate tables whose note says why. When a trial was rerun with
+``--force``, the newest FINISHED run of each run key counts. Cells whose runs collapsed
+(few distinct database codes) or failed are flagged.
 """
 
 from __future__ import annotations
 
+import html
 import math
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +28,9 @@ import pandas as pd
 from hashbench.tracking import RUN_KEY_TAG, Store, metric_key, run_record
 
 CONVENTION_PREFIX = "eval."
-GROUP_COLUMNS = ["protocol", "split_sha256", "conventions"]
+LOWER_IS_BETTER_SUFFIX = "seconds"
+
+Cell = tuple[float, float, int, str]  # mean, std, n seeds, notes
 
 
 def collect(store: Store) -> pd.DataFrame:
@@ -32,20 +44,28 @@ def collect(store: Store) -> pd.DataFrame:
         )
         flags = "; ".join(f"{k.split('.')[-1]}: {v}" for k, v in sorted(t.items())
                           if k.startswith("hashbench.flag."))
+        title = t.get("hashbench.method_title", p.get("method", ""))
+        train_mode = p.get("train_mode", "")
         row = {
             "run_id": record["run_id"],
             "status": record["status"],
             "start_time": record["start_time"],
-            "run_key": t.get(RUN_KEY_TAG, ""),
-            "method": p.get("method", t.get("hashbench.method", "")),
-            "title": t.get("hashbench.method_title", p.get("method", "")),
+            "run_key": t.get(RUN_KEY_TAG, record["run_id"]),
+            "method": p.get("method", ""),
+            "title": title,
+            "display": t.get("hashbench.display_name")
+            or (f"{title}-D" if train_mode == "full" else title),
+            "learns_database": t.get("hashbench.learns_database", "false") == "true",
             "protocol": p.get("protocol", t.get("hashbench.protocol", "")),
             "dataset": p.get("dataset", ""),
-            "train_mode": p.get("train_mode", ""),
+            "train_mode": train_mode,
             "bits": int(p["bits"]) if "bits" in p else -1,
             "seed": int(p["seed"]) if "seed" in p else -1,
             "split_sha256": t.get("hashbench.split_sha256", ""),
+            "eval_split_sha256": t.get("hashbench.eval_split_sha256",
+                                       t.get("hashbench.split_sha256", "")),
             "conventions": conventions,
+            "eval_description": t.get("hashbench.eval_description", ""),
             "version": t.get("hashbench.version", ""),
             "git_sha": t.get("hashbench.git_sha", ""),
             "device": t.get("hashbench.device", ""),
@@ -57,7 +77,6 @@ def collect(store: Store) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    frame["display"] = frame["title"] + frame["train_mode"].map(lambda m: "-D" if m == "full" else "")
     return frame.sort_values(["protocol", "method", "bits", "seed", "start_time"]).reset_index(drop=True)
 
 
@@ -67,122 +86,378 @@ def latest_finished(frame: pd.DataFrame) -> pd.DataFrame:
     return done.sort_values("start_time").groupby("run_key", as_index=False).tail(1)
 
 
+# ---------------------------------------------------------------- tables
+
+
+@dataclass
+class Group:
+    """One column group: runs of one protocol sharing evaluation split and conventions."""
+
+    protocol: str
+    eval_split: str
+    conventions: str
+    description: str
+    bits: list[int]
+    cells: dict[tuple[str, int], Cell]
+    provenance: dict[str, str]
+    label: str = ""
+
+
 @dataclass
 class Table:
-    """One table: cells are (mean, std, n, flagged) per (display method, bits)."""
+    """Rows (method display names) x column groups (protocols) x bits."""
 
+    title: str
     metric: str
-    protocol: str
-    split_sha256: str
-    conventions: str
-    cells: dict[tuple[str, int], tuple[float, float, int, str]]
-    methods: list[str]
-    bits: list[int]
-    provenance: dict[str, str] = field(default_factory=dict)
+    groups: list[Group]
+    rows: list[str]
+    note: str = ""
+    paper: dict[tuple[str, str, int], float] = field(default_factory=dict)  # (display, protocol, bits)
 
-    def best(self, bits: int, higher_is_better: bool = True) -> str | None:
-        values = {m: c[0] for (m, b), c in self.cells.items() if b == bits and not math.isnan(c[0])}
+    @property
+    def higher_is_better(self) -> bool:
+        return not self.metric.endswith(LOWER_IS_BETTER_SUFFIX)
+
+    def best(self, group: Group, bits: int) -> str | None:
+        values = {r: group.cells[(r, bits)][0] for r in self.rows
+                  if (r, bits) in group.cells and not math.isnan(group.cells[(r, bits)][0])}
         if not values:
             return None
-        pick = max if higher_is_better else min
+        pick = max if self.higher_is_better else min
         return pick(values, key=values.__getitem__)
 
 
-def tables(frame: pd.DataFrame, metric: str = "map") -> list[Table]:
-    """Mean +- std over seeds of ``metric`` per method x bits, one table per comparable group."""
-    if frame.empty:
-        return []
+def _cell(runs: pd.DataFrame, failed: pd.DataFrame, column: str) -> Cell:
+    values = runs[column].dropna() if column in runs else pd.Series(dtype=float)
+    mean = float(values.mean()) if len(values) else math.nan
+    std = float(values.std(ddof=0)) if len(values) else math.nan
+    notes = []
+    collapsed = int((runs["flags"] != "").sum())
+    if collapsed:
+        notes.append(f"{collapsed} collapsed")
+    if len(failed):
+        notes.append(f"{len(failed)} failed")
+    return mean, std, len(values), ", ".join(notes)
+
+
+def _groups(frame: pd.DataFrame, metric: str) -> list[Group]:
     column = f"metric.{metric_key(metric)}"
     done = latest_finished(frame)
-    failed = frame[frame["status"] == "FAILED"]
-    out = []
-    for key, group in done.groupby(GROUP_COLUMNS, sort=True):
-        protocol, split, conventions = key
-        cells: dict[tuple[str, int], tuple[float, float, int, str]] = {}
-        for (display, bits), runs in group.groupby(["display", "bits"]):
-            values = runs[column].dropna() if column in runs else pd.Series(dtype=float)
-            mean = float(values.mean()) if len(values) else math.nan
-            std = float(values.std(ddof=0)) if len(values) else math.nan
-            notes = []
-            if (runs["flags"] != "").any():
-                notes.append("collapsed")
-            n_failed = len(failed[(failed["display"] == display) & (failed["bits"] == bits)
-                                  & (failed["protocol"] == protocol)])
-            if n_failed:
-                notes.append(f"{n_failed} failed")
-            cells[(display, int(bits))] = (mean, std, len(values), ", ".join(notes))
-        out.append(Table(
-            metric=metric, protocol=protocol, split_sha256=split, conventions=conventions,
-            cells=cells, methods=sorted(group["display"].unique()),
-            bits=sorted(int(b) for b in group["bits"].unique()),
+    failed_all = frame[frame["status"] == "FAILED"]
+    groups = []
+    for (protocol, split, conventions), runs in done.groupby(
+            ["protocol", "eval_split_sha256", "conventions"], sort=True):
+        failed = failed_all[(failed_all["protocol"] == protocol)
+                            & (failed_all["eval_split_sha256"] == split)]
+        cells = {}
+        for (display, bits), cell_runs in runs.groupby(["display", "bits"]):
+            cell_failed = failed[(failed["display"] == display) & (failed["bits"] == bits)]
+            cells[(display, int(bits))] = _cell(cell_runs, cell_failed, column)
+        groups.append(Group(
+            protocol=protocol, eval_split=split, conventions=conventions,
+            description=str(runs["eval_description"].iloc[0]),
+            bits=sorted(int(b) for b in runs["bits"].unique()), cells=cells,
             provenance={
-                "hashbench": ", ".join(sorted(group["version"].unique())),
-                "git": ", ".join(sorted(s[:12] for s in group["git_sha"].unique())),
-                "device": ", ".join(sorted(group["device"].unique())),
-                "split": split[:16],
+                "hashbench": ", ".join(sorted(runs["version"].unique())),
+                "git": ", ".join(sorted(s[:12] for s in runs["git_sha"].unique())),
+                "split": split[:12],
+                "device": ", ".join(sorted(runs["device"].unique())),
             },
+            label=protocol,
         ))
+    return groups
+
+
+def _explain(main: Group, other: Group) -> str:
+    reasons = []
+    if main.eval_split != other.eval_split:
+        reasons.append(f"evaluation split {other.eval_split[:12]} differs from {main.eval_split[:12]}")
+    if main.conventions != other.conventions:
+        mine = dict(x.split("=", 1) for x in main.conventions.split("; ") if "=" in x)
+        theirs = dict(x.split("=", 1) for x in other.conventions.split("; ") if "=" in x)
+        diff = [f"{k}: {theirs.get(k, '-')} vs {mine.get(k, '-')}"
+                for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+        reasons.append("conventions differ (" + "; ".join(diff) + ")")
+    return "; ".join(reasons)
+
+
+def _table1_row(display: str, frame: pd.DataFrame) -> bool:
+    runs = frame[frame["display"] == display]
+    return bool(((runs["train_mode"] != "full") | runs["learns_database"]).all())
+
+
+def _table2_row(display: str, frame: pd.DataFrame) -> bool:
+    runs = frame[frame["display"] == display]
+    return bool(((runs["train_mode"] == "full") | runs["learns_database"]).all())
+
+
+def load_paper() -> pd.DataFrame:
+    """The ADSH paper's Tables 1 and 2 (MAP), shipped as package data."""
+    text = resources.files("hashbench").joinpath("data/adsh2018_tables.csv").read_text("utf-8")
+    from io import StringIO
+
+    return pd.read_csv(StringIO(text), comment="#")
+
+
+def build_tables(frame: pd.DataFrame, metric: str = "map", which: str = "auto",
+                 paper: bool = False) -> list[Table]:
+    """Table 1 / Table 2 (``which``: auto, 1, 2 or all) plus tables for runs kept apart."""
+    if frame.empty:
+        return []
+    groups = _groups(frame, metric)
+    if not groups:
+        return []
+    by_protocol: dict[str, list[Group]] = {}
+    for g in groups:
+        by_protocol.setdefault(g.protocol, []).append(g)
+    main, apart = [], []
+    for gs in by_protocol.values():
+        sizes = [sum(c[2] for c in g.cells.values()) for g in gs]
+        first = gs[sizes.index(max(sizes))]
+        main.append(first)
+        for g in gs:
+            if g is not first:
+                apart.append((g, _explain(first, g)))
+    displays = sorted({d for g in main for d, _ in g.cells})
+    full_rows = [d for d in displays if _table2_row(d, frame) and not _table1_row(d, frame)]
+    specs = []
+    if which in ("auto", "1"):
+        specs.append(("Table 1", [d for d in displays if _table1_row(d, frame)]))
+    if which == "2" or (which == "auto" and full_rows):
+        specs.append(("Table 2", [d for d in displays if _table2_row(d, frame)]))
+    if which == "all":
+        specs.append(("All runs", displays))
+    paper_values = _paper_values(frame) if paper and metric == "map" else {}
+    tables = []
+    for title, rows in specs:
+        if not rows:
+            continue
+        groups_with_rows = [g for g in main if any(r == d for (d, _) in g.cells for r in rows)]
+        tables.append(Table(title, metric, groups_with_rows, rows, paper=paper_values))
+    for g, why in apart:
+        rows = sorted({d for d, _ in g.cells})
+        g.label = f"{g.protocol} [{g.eval_split[:8]}]"
+        tables.append(Table(f"Kept apart: {g.protocol}", metric, [g], rows,
+                            note=f"Not averaged with the main table: {why}.", paper=paper_values))
+    return tables
+
+
+def _paper_values(frame: pd.DataFrame) -> dict[tuple[str, str, int], float]:
+    paper = load_paper()
+    displays = frame.drop_duplicates(["method", "train_mode"]).set_index(["method", "train_mode"])["display"]
+    out = {}
+    for row in paper.itertuples():
+        display = displays.get((row.method, row.train_mode))
+        if display is None:
+            continue
+        out[(display, row.protocol, int(row.bits))] = float(row.map)
     return out
 
 
-def format_cell(cell: tuple[float, float, int, str] | None, bold: bool = False) -> str:
+# ---------------------------------------------------------------- formats
+
+
+def _fmt(cell: Cell | None, best: bool = False, style: str = "markdown") -> str:
+    """``mean ± std (n)``, emphasised when best (bold in Markdown, * in text), then flags."""
     if cell is None:
         return "-"
     mean, std, n, notes = cell
     text = "n/a" if math.isnan(mean) else f"{mean:.4f} ± {std:.4f} ({n})"
-    if bold:
-        text = f"**{text}**"
+    if best:
+        text = f"**{text}**" if style == "markdown" else f"{text}*"
     if notes:
-        text += f" ⚠ {notes}"
+        text += f" ⚠ {notes}" if style == "markdown" else f" [{notes}]"
     return text
 
 
+def _paper_suffix(table: Table, row: str, group: Group, bits: int, cell: Cell | None) -> str:
+    value = table.paper.get((row, group.protocol, bits))
+    if value is None:
+        return ""
+    diff = "" if cell is None or math.isnan(cell[0]) else f", Δ {cell[0] - value:+.4f}"
+    return f" (paper {value:.4f}{diff})"
+
+
+def caption(table: Table) -> str:
+    parts = [f"{table.metric}: mean ± std over seeds, (n) = number of seeds; best per column in bold."]
+    descriptions = sorted({g.description for g in table.groups if g.description})
+    parts += descriptions
+    for g in table.groups:
+        parts.append(f"{g.label}: " + ", ".join(f"{k} {v}" for k, v in g.provenance.items()) + ".")
+    if table.note:
+        parts.append(table.note)
+    return " ".join(parts)
+
+
 def to_markdown(table: Table) -> str:
-    higher = not table.metric.endswith("seconds")
-    header = ["method"] + [f"{b} bits" for b in table.bits]
-    lines = [
-        f"### {table.metric} on {table.protocol} (mean ± std over seeds, (n) = seeds)",
-        "",
-        f"Conventions: {table.conventions or 'not recorded'}. "
-        + "; ".join(f"{k}: {v}" for k, v in table.provenance.items()) + ".",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---"] + ["---:"] * len(table.bits)) + "|",
-    ]
-    for method in table.methods:
-        row = [method]
-        for b in table.bits:
-            cell = table.cells.get((method, b))
-            row.append(format_cell(cell, bold=cell is not None and table.best(b, higher) == method))
-        lines.append("| " + " | ".join(row) + " |")
+    header = ["method"] + [f"{g.label} {b}" if len(table.groups) > 1 else f"{b} bits"
+                           for g in table.groups for b in g.bits]
+    lines = [f"### {table.title}: {table.metric}", "", caption(table), "",
+             "| " + " | ".join(header) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    for row in table.rows:
+        cells = [row]
+        for g in table.groups:
+            for b in g.bits:
+                cell = g.cells.get((row, b))
+                cells.append(_fmt(cell, table.best(g, b) == row) + _paper_suffix(table, row, g, b, cell))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def render(frame: pd.DataFrame, metric: str = "map") -> str:
-    """The whole Markdown report; explains when groups were kept apart."""
-    found = tables(frame, metric)
-    if not found:
-        return "No finished trials in the store yet: run `hashbench run` first."
-    parts = ["# hashbench report", ""]
-    if len(found) > 1:
-        parts += [
-            f"{len(found)} tables: runs with different protocols, split hashes or evaluation "
-            "conventions are never averaged together.",
-            "",
-        ]
-    for table in found:
-        parts += [to_markdown(table), ""]
+def to_text(table: Table) -> str:
+    """Fixed-width text for terminals; the best cell per column is marked with *."""
+    header = ["method"] + [f"{g.label}/{b}" for g in table.groups for b in g.bits]
+    body = []
+    for row in table.rows:
+        cells = [row]
+        for g in table.groups:
+            for b in g.bits:
+                cell = g.cells.get((row, b))
+                cells.append(_fmt(cell, table.best(g, b) == row, "text")
+                             + _paper_suffix(table, row, g, b, cell))
+        body.append(cells)
+    widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    lines = [f"{table.title}: {table.metric}", fmt.format(*header), fmt.format(*["-" * w for w in widths])]
+    lines += [fmt.format(*r) for r in body]
+    lines.append(caption(table))
+    return "\n".join(lines)
+
+
+def _latex_escape(text: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"),
+                 ("#", r"\#"), ("$", r"\$"), ("{", r"\{"), ("}", r"\}")):
+        text = text.replace(a, b)
+    return text.replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("⚠", r"$\dagger$")
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs table: one column group per protocol."""
+    n_cols = sum(len(g.bits) for g in table.groups)
+    lines = [r"\begin{table}[t]", r"\centering", r"\small",
+             r"\begin{tabular}{l" + "r" * n_cols + "}", r"\toprule"]
+    lines.append(" & " + " & ".join(rf"\multicolumn{{{len(g.bits)}}}{{c}}{{{_latex_escape(g.label)}}}"
+                                    for g in table.groups) + r" \\")
+    start = 2
+    rules = []
+    for g in table.groups:
+        rules.append(rf"\cmidrule(lr){{{start}-{start + len(g.bits) - 1}}}")
+        start += len(g.bits)
+    lines.append(" ".join(rules))
+    lines.append("Method & " + " & ".join(f"{b} bits" for g in table.groups for b in g.bits) + r" \\")
+    lines.append(r"\midrule")
+    for row in table.rows:
+        cells = [_latex_escape(row)]
+        for g in table.groups:
+            for b in g.bits:
+                cell = g.cells.get((row, b))
+                text = "--" if cell is None else (
+                    "n/a" if math.isnan(cell[0]) else f"{cell[0]:.4f} $\\pm$ {cell[1]:.4f}")
+                if cell is not None and table.best(g, b) == row:
+                    text = rf"\textbf{{{text}}}"
+                if cell is not None and cell[3]:
+                    text += r"$^\dagger$"
+                value = table.paper.get((row, g.protocol, b))
+                if value is not None:
+                    text += f" ({value:.4f})"
+                cells.append(text)
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}",
+              rf"\caption{{{table.title}: {_latex_escape(caption(table))}"
+              + (r" $\dagger$: collapsed or failed runs." if any(
+                  c[3] for g in table.groups for c in g.cells.values()) else "")
+              + (" In parentheses: the ADSH paper's value." if table.paper else "") + "}",
+              r"\end{table}"]
+    return "\n".join(lines)
+
+
+def to_html_table(table: Table) -> str:
+    head = ["<tr><th rowspan=2>method</th>" + "".join(
+        f"<th colspan={len(g.bits)}>{html.escape(g.label)}</th>" for g in table.groups) + "</tr>",
+        "<tr>" + "".join(f"<th>{b} bits</th>" for g in table.groups for b in g.bits) + "</tr>"]
+    body = []
+    for row in table.rows:
+        cells = [f"<th>{html.escape(row)}</th>"]
+        for g in table.groups:
+            for b in g.bits:
+                cell = g.cells.get((row, b))
+                text = html.escape(_fmt(cell, style="html") + _paper_suffix(table, row, g, b, cell))
+                cls = []
+                if cell is not None and table.best(g, b) == row:
+                    cls.append("best")
+                if cell is not None and cell[3]:
+                    cls.append("flag")
+                cells.append(f"<td class='{' '.join(cls)}'>{text}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (f"<h2>{html.escape(table.title)}: {html.escape(table.metric)}</h2>"
+            f"<table><thead>{''.join(head)}</thead><tbody>{''.join(body)}</tbody></table>"
+            f"<p class='caption'>{html.escape(caption(table))}</p>")
+
+
+# ---------------------------------------------------------------- whole reports
+
+
+def render(tables: list[Table], frame: pd.DataFrame, fmt: str = "markdown") -> str:
+    """All tables as Markdown or plain text; says when runs were kept apart or failed."""
+    if not tables:
+        return "No finished trials match: run `hashbench run` first (or relax the filters).\n"
+    one = to_markdown if fmt == "markdown" else to_text
+    parts = ["# hashbench report", ""] if fmt == "markdown" else []
+    if any(t.title.startswith("Kept apart") for t in tables):
+        parts += ["Runs with different evaluation splits or conventions are never averaged "
+                  "together; they are shown in separate tables below with the reason.", ""]
+    for table in tables:
+        parts += [one(table), ""]
     n_failed = int((frame["status"] == "FAILED").sum())
+    n_collapsed = int(((frame["status"] == "FINISHED") & (frame["flags"] != "")).sum())
     if n_failed:
-        parts.append(f"{n_failed} failed trial(s) are in the store; see runs.csv (column error).")
+        parts.append(f"{n_failed} failed trial(s) in the store; see runs.csv (columns status, error).")
+    if n_collapsed:
+        parts.append(f"{n_collapsed} finished trial(s) collapsed to few distinct database codes "
+                     "(flagged ⚠ in the tables; column flags of runs.csv).")
     return "\n".join(parts).rstrip() + "\n"
 
 
-def write(frame: pd.DataFrame, out_dir: Path, metric: str = "map") -> list[Path]:
-    """Write ``report.md`` and the tidy ``runs.csv`` (one row per run) into ``out_dir``."""
+def write(frame: pd.DataFrame, tables: list[Table], out_dir: Path,
+          figures: dict[str, Path] | None = None) -> list[Path]:
+    """report.md, report.tex, runs.csv (tidy: one row per run) and report.html in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
     md = out_dir / "report.md"
-    md.write_text(render(frame, metric), encoding="utf-8")
+    md.write_text(render(tables, frame, "markdown"), encoding="utf-8")
+    tex = out_dir / "report.tex"
+    tex.write_text("% requires \\usepackage{booktabs}\n" + "\n\n".join(to_latex(t) for t in tables) + "\n",
+                   encoding="utf-8")
     csv = out_dir / "runs.csv"
-    frame.drop(columns=["display"], errors="ignore").to_csv(csv, index=False)
-    return [md, csv]
+    frame.to_csv(csv, index=False)
+    page = out_dir / "report.html"
+    page.write_text(to_html(tables, figures or {}), encoding="utf-8")
+    written += [md, tex, csv, page]
+    return written
+
+
+CSS = """
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:13px}
+th,td{border-bottom:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}
+th:first-child{text-align:left} td.best{font-weight:bold} td.flag{background:#fff3cd}
+.caption{font-size:12px;color:#555;max-width:1200px} img{max-width:100%;border:1px solid #eee}
+"""
+
+
+def to_html(tables: list[Table], figures: dict[str, Path]) -> str:
+    """One self-contained page: tables, then figures embedded as base64 PNG."""
+    import base64
+
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>hashbench report</title>",
+             f"<style>{CSS}</style></head><body><h1>hashbench report</h1>"]
+    if not tables:
+        parts.append("<p>No finished trials.</p>")
+    parts += [to_html_table(t) for t in tables]
+    for title, path in figures.items():
+        data = base64.b64encode(path.read_bytes()).decode()
+        parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' "
+                     f"src='data:image/png;base64,{data}'>")
+    parts.append("</body></html>")
+    return "".join(parts)

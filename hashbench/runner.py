@@ -215,6 +215,8 @@ class GridRunner:
             "hashbench.version": hashbench.__version__,
             "hashbench.git_sha": git_sha(),
             "hashbench.split_sha256": self.split.sha256,
+            "hashbench.eval_split_sha256": self.split.eval_sha256,
+            "hashbench.eval_description": self.conventions.describe(),
             "hashbench.protocol": self.protocol.name,
             "hashbench.device": self.device,
             **self.conventions.as_tags(),
@@ -279,7 +281,9 @@ class GridRunner:
             f"{meta.name}-{trial.bits}b-s{trial.seed}",
             {**self.base_tags, RUN_KEY_TAG: key,
              "hashbench.method_origin": registry.origin(meta.name),
-             "hashbench.method_title": meta.title},
+             "hashbench.method_title": meta.title,
+             "hashbench.display_name": meta.display_name(self.split.train_mode),
+             "hashbench.learns_database": str(meta.learns_database).lower()},
             parent_id=parent.run_id,
         )
         self.reporter.trial_started(trial)
@@ -366,6 +370,7 @@ class GridRunner:
                                 query=pack_codes(query_codes), database=pack_codes(db_codes))
             for name, frame in result.curves.items():
                 frame.to_csv(folder / f"{name}.csv", index=False)
+                log_curve(recorder, name, frame)
             for path in sorted(folder.iterdir()):
                 recorder.log_artifact(path)
         return metrics, dict(result.flags)
@@ -384,6 +389,16 @@ class GridRunner:
             "sizes": {"query": len(self.split.query), "database": len(self.split.database),
                       "train": len(self.split.train)},
         }
+
+
+def log_curve(recorder: RunRecorder, name: str, frame: Any) -> None:
+    """A curve as metric histories, so the store alone holds it: the first column is the
+    step (K or the radius), every other column a metric ``curve.<name>.<column>``."""
+    step_column, *value_columns = list(frame.columns)
+    for column in value_columns:
+        for step, value in zip(frame[step_column], frame[column], strict=True):
+            recorder.log_metric(f"curve.{name}.{column}", float(value), int(step))
+    recorder.flush()
 
 
 def _protocol_dict(protocol: Protocol) -> dict[str, Any]:

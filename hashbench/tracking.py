@@ -251,3 +251,9 @@ def run_record(run: Any) -> dict[str, Any]:
         "metrics": dict(run.data.metrics),
         "tags": dict(run.data.tags),
     }
+
+
+def metric_history(store: Store, run_id: str, name: str) -> list[tuple[int, float]]:
+    """All (step, value) pairs of a metric of one run, ordered by step."""
+    history = _retry(lambda: store.client.get_metric_history(run_id, metric_key(name)))
+    return sorted((m.step, m.value) for m in history)
