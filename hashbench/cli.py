@@ -172,6 +172,57 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 1 if report.problems else 0
 
 
+def _same_width(query: Any, database: Any) -> tuple[Any, Any]:
+    """Class-index files give one-hot rows as wide as their largest index: pad the narrower."""
+    import numpy as np
+
+    if query.shape[1] == database.shape[1]:
+        return query, database
+    if (query.sum(axis=1) == 1).all() and (database.sum(axis=1) == 1).all():
+        width = max(query.shape[1], database.shape[1])
+        pad = [np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in (query, database)]
+        return pad[0], pad[1]
+    raise UsageError(f"query labels have {query.shape[1]} columns but database labels have "
+                     f"{database.shape[1]}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from hashbench.evaluation import Conventions, evaluate, load_codes, load_labels
+
+    bits = args.bits
+    query = load_codes(args.query_codes, bits)
+    database = load_codes(args.database_codes, bits)
+    q_labels, db_labels = _same_width(load_labels(args.query_labels), load_labels(args.database_labels))
+    for what, codes, labels, path in (("query", query, q_labels, args.query_labels),
+                                      ("database", database, db_labels, args.database_labels)):
+        if len(codes) != len(labels):
+            raise UsageError(f"{path}: {len(labels)} label rows but the {what} codes have {len(codes)} rows")
+    conventions = Conventions(
+        map_topk=args.topk, drop_zero_relevant=args.drop_zero_relevant,
+        mapk_normalisation=args.mapk_normalisation,
+        precision_ks=tuple(parse_int_list(args.precision_ks, "precision-ks", 1)),
+        radius=args.radius,
+    )
+    result = evaluate(query, database, q_labels, db_labels, conventions, n_jobs=args.n_jobs)
+    if args.json:
+        print(json.dumps({"metrics": result.metrics, "flags": result.flags,
+                          "conventions": conventions.as_tags(),
+                          "curves": {k: v.to_dict(orient="list") for k, v in result.curves.items()}},
+                         indent=2))
+        return 0
+    print(f"{len(query)} queries, {len(database)} database items, {query.shape[1]} bits")
+    print(conventions.describe())
+    width = max(len(k) for k in result.metrics)
+    for name, value in result.metrics.items():
+        text = f"{int(value)}" if float(value).is_integer() and abs(value) > 1 else f"{value:.6f}"
+        print(f"  {name:<{width}}  {text}")
+    for name, text in result.flags.items():
+        print(f"  FLAG {name}: {text}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from hashbench import report
     from hashbench.tracking import Store
@@ -289,6 +340,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not open every image file (faster)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_data_check)
+
+    p = sub.add_parser(
+        "evaluate", help="evaluate codes made elsewhere (every metric)",
+        description="Evaluate binary codes produced by any tool: Hamming ranking under the declared "
+                    "conventions, every metric (MAP, P@K, radius precision, tie-aware MAP, code "
+                    "statistics). Codes: .npy/.npz/.mat in {-1,+1}, {0,1} or packed bytes (with "
+                    "--bits); labels: class indices or multi-hot rows (.npy/.npz/.mat/.txt/.csv).")
+    p.add_argument("--query-codes", required=True, metavar="FILE", help="query codes")
+    p.add_argument("--database-codes", required=True, metavar="FILE", help="database codes")
+    p.add_argument("--query-labels", required=True, metavar="FILE", help="query labels")
+    p.add_argument("--database-labels", required=True, metavar="FILE", help="database labels")
+    p.add_argument("--bits", type=int, metavar="B", help="code length; required for packed bytes")
+    p.add_argument("--topk", type=int, metavar="K", help="MAP@K instead of MAP over the whole database")
+    p.add_argument("--mapk-normalisation", choices=["found", "min_k_r"], default="found",
+                   help="MAP@K divides by the relevant items found in the top K (found, the ADSH "
+                        "authors' convention) or by min(K, R)")
+    p.add_argument("--drop-zero-relevant", action="store_true",
+                   help="leave queries with no relevant item out of the means (default: AP 0, kept)")
+    p.add_argument("--precision-ks", default="100,1000,5000", metavar="K[,K]",
+                   help="K of the scalar precision@K metrics (default: 100,1000,5000)")
+    p.add_argument("--radius", type=int, default=2, help="Hamming radius of p_r/r_r (default: 2)")
+    p.add_argument("--n-jobs", type=int, default=1, help="threads over query chunks (default: 1)")
+    p.add_argument("--json", action="store_true", help="print metrics, flags, conventions and curves as JSON")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
         "report", help="tables from the MLflow store",

@@ -220,3 +220,38 @@ def test_two_processes_create_the_store_together(tmp_path):
     assert sorted((r["method"], r["bits"]) for r in runs) == [
         ("itq", 8), ("itq", 16), ("lsh", 8), ("lsh", 16)]
     assert {r["status"] for r in runs} == {"FINISHED"}
+
+
+def test_evaluate_codes_made_elsewhere(tmp_path, capsys):
+    import json
+
+    from scipy.io import savemat
+
+    from hashbench.evaluation import Conventions, evaluate
+
+    rng = np.random.default_rng(0)
+    q = np.where(rng.random((30, 12)) > 0.5, 1, -1).astype(np.int8)
+    d = np.where(rng.random((300, 12)) > 0.5, 1, -1).astype(np.int8)
+    ql, dl = rng.integers(0, 4, 30), rng.integers(0, 4, 300)
+    np.save(tmp_path / "q.npy", q)
+    np.save(tmp_path / "d01.npy", (d > 0).astype(np.uint8))             # {0,1} alphabet
+    savemat(tmp_path / "dl.mat", {"labels": dl})
+    np.save(tmp_path / "ql.npy", ql)
+    np.save(tmp_path / "packed.npy", np.packbits(d > 0, axis=1))
+    args = ["evaluate", "--query-codes", str(tmp_path / "q.npy"), "--query-labels", str(tmp_path / "ql.npy"),
+            "--database-labels", str(tmp_path / "dl.mat"), "--topk", "100", "--json"]
+    assert main(args + ["--database-codes", str(tmp_path / "d01.npy")]) == 0
+    got = json.loads(capsys.readouterr().out)
+    want = evaluate(q, d, ql, dl, Conventions(map_topk=100, precision_ks=(100, 1000, 5000))).metrics
+    assert got["metrics"]["map@100"] == pytest.approx(want["map@100"], abs=1e-12)
+    assert got["conventions"]["eval.map_topk"] == "100"
+    assert main(args + ["--database-codes", str(tmp_path / "packed.npy"), "--bits", "12"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["map"] == pytest.approx(want["map"], abs=1e-12)
+    # packed bytes without --bits, and a label file of the wrong length, are named
+    assert main(args + ["--database-codes", str(tmp_path / "packed.npy")]) != 0
+    assert "packed.npy" in capsys.readouterr().err
+    np.save(tmp_path / "short.npy", ql[:10])
+    bad = [a if a != str(tmp_path / "ql.npy") else str(tmp_path / "short.npy") for a in args]
+    assert main(bad + ["--database-codes", str(tmp_path / "d01.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "short.npy: 10 label rows but the query codes have 30 rows" in err

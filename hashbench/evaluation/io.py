@@ -134,6 +134,8 @@ def load_labels(path: str | Path) -> np.ndarray:
     a = _read_array(path, ("labels", "L"), "label")
     if a.ndim == 2 and a.shape[1] == 1:
         a = a[:, 0]
+    elif a.ndim == 2 and a.shape[0] == 1 and a.shape[1] > 1 and path.suffix == ".mat":
+        a = a[0]  # MATLAB stores a vector of class indices as a 1 x n row
     try:
         return to_multihot(a)
     except DataError as exc:
