@@ -1,0 +1,367 @@
+"""Out-of-sample extension: hash functions fitted to codes that a method learned directly.
+
+Several supervised methods learn binary codes ``B`` in {-1, +1}^(n x c) for their training
+points only (LFH, COSDISH, FastH, and every "-D" variant). Encoding a point that was not in
+training needs a second step, a hash function ``h(x) -> {-1, +1}^c`` fitted to ``(X, B)``:
+"two-step" hashing (Lin et al., CVPR 2014). This module holds that second step and a small
+template for methods built this way.
+
+Public API (kept small on purpose; FastH and later methods reuse it):
+
+``BoostedTrees(n_rounds=200, max_depth=4, learning_rate=0.1, feature_fraction=1.0, ...)``
+    One LightGBM binary classifier per bit, label ``B[:, k] > 0`` (the ADSH paper's
+    "boosted decision tree for out-of-sample extension", with FastH's setting of 200 rounds
+    of depth-4 trees). ``fit(x, codes, seed=, sample_weight=)`` fits every bit;
+    ``fit_bit(x, bit, seed=, sample_weight=)`` appends one bit and returns its {-1, +1}
+    predictions on ``x`` (for methods that learn bit by bit, like FastH);
+    ``decision_function(x)`` gives the raw scores ``(n, bits)``; ``predict(x)`` the int8 codes
+    (score > 0 -> +1, else -1). The binned LightGBM dataset of ``x`` is built once and shared
+    by all bits; ``release()`` frees it after the last ``fit_bit``.
+
+``LinearProjection(ridge=1.0)``
+    The linear extension of the LFH and COSDISH authors' code: ridge regression of the
+    targets on the features, ``W = (X^T X + ridge I)^{-1} X^T T`` (no intercept: both codes
+    standardise the features first), ``h(x) = sign(x W)``. Same ``fit`` / ``predict`` /
+    ``decision_function`` methods; ``T`` may be the codes or real-valued scores.
+
+``make_extension(kind, **options)``
+    ``kind`` is ``"trees"`` or ``"linear"`` (``EXTENSIONS``); options go to the constructor.
+
+``TwoStepHasher``
+    An :class:`~hashbench.api.AsymmetricHasher` template: a subclass implements
+    ``_learn_codes(x, labels, ctx) -> codes`` (step 1, on standardised features) and
+    ``_extension(n, d)`` (step 2's unfitted hash function), and may override
+    ``_regression_targets(codes)`` (what a linear extension regresses on). ``fit``
+    standardises, learns the codes, keeps them as ``database_codes()`` (the "-D" variants)
+    and fits the extension; ``encode`` standardises and applies it.
+
+Helpers: ``Standardiser`` (per-dimension z-scores, ``fit(x)`` / ``transform(x)``, float32
+output, as the LFH and COSDISH demos preprocess) and ``gram_matrix(x)`` (``X^T X`` in
+float64 from row chunks).
+
+Threads: LightGBM uses ``n_jobs`` threads; by default one thread for small problems (fewer
+than 4 million feature cells) and otherwise the ``HASHBENCH_THREADS`` environment variable,
+else 2. Results do not depend on it (LightGBM runs with ``deterministic=True`` and
+column-wise histograms).
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from abc import abstractmethod
+from typing import Any, Protocol
+
+import numpy as np
+
+from hashbench.api import AsymmetricHasher, RunContext, TrainingData, binarize
+from hashbench.errors import ConfigError
+
+EXTENSIONS = ("trees", "linear")
+THREADS_ENV = "HASHBENCH_THREADS"
+_CHUNK_ROWS = 8192
+# Below this many feature cells (rows x dims) LightGBM runs on one thread: on small data the
+# thread start-up and synchronisation cost more than they save, badly so on a busy machine.
+_SMALL_PROBLEM_CELLS = 4_000_000
+# Rows LightGBM samples to place the histogram bin edges (its default, 200,000, keeps a float64
+# copy of every sampled value: 6 GiB at 193,734 x 4,096); quantiles need far fewer.
+_BIN_SAMPLE_ROWS = 20_000
+
+
+def default_threads() -> int:
+    """LightGBM threads: ``$HASHBENCH_THREADS`` if set, else 2."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if value:
+        try:
+            threads = int(value)
+        except ValueError:
+            raise ConfigError(f"{THREADS_ENV} must be a positive integer, got {value!r}") from None
+        if threads < 1:
+            raise ConfigError(f"{THREADS_ENV} must be a positive integer, got {value!r}")
+        return threads
+    return 2
+
+
+class OutOfSampleExtension(Protocol):
+    """What a fitted out-of-sample hash function offers."""
+
+    def fit(self, x: np.ndarray, codes: np.ndarray, seed: int = 0,
+            sample_weight: np.ndarray | None = None) -> OutOfSampleExtension: ...
+
+    def decision_function(self, x: np.ndarray) -> np.ndarray: ...
+
+    def predict(self, x: np.ndarray) -> np.ndarray: ...
+
+
+def _as_bits(codes: np.ndarray) -> np.ndarray:
+    codes = np.asarray(codes)
+    if codes.ndim != 2:
+        raise ValueError(f"codes must be a (n, bits) matrix, got shape {codes.shape}")
+    return codes
+
+
+class BoostedTrees:
+    """One gradient-boosted tree classifier per bit (LightGBM), fitted to learned codes.
+
+    Each bit ``k`` is a binary problem with label ``codes[:, k] > 0``; the hash bit of a new
+    point is +1 when the classifier's raw score (log-odds) is positive. A bit that is
+    constant over the training points gets a constant predictor (LightGBM refuses one-class
+    problems). ``sample_weight`` (``(n,)`` shared or ``(n, bits)`` per bit) weights the
+    examples, as FastH's step 2 does.
+
+    Cost is about linear in rows x features x rounds x bits: at 59,000 x 4,096 a round takes
+    about a second on two cores, so 200 rounds x 48 bits take hours there.
+    ``feature_fraction`` < 1 (LightGBM's per-tree feature sampling, seeded) divides the
+    per-round cost by about its inverse; the default 1.0 uses every feature, as FastH does.
+    """
+
+    def __init__(self, n_rounds: int = 200, max_depth: int = 4, learning_rate: float = 0.1,
+                 feature_fraction: float = 1.0, min_child_samples: int = 20, max_bin: int = 255,
+                 n_jobs: int | None = None) -> None:
+        self.n_rounds = n_rounds
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.feature_fraction = feature_fraction
+        self.min_child_samples = min_child_samples
+        self.max_bin = max_bin
+        self.n_jobs = n_jobs
+        self.models_: list[Any] = []
+        self._train_set: Any = None
+        self._train_ref: Any = None
+        self._weighted = False
+
+    def _threads(self, n_cells: int) -> int:
+        if self.n_jobs:
+            return self.n_jobs
+        return 1 if n_cells < _SMALL_PROBLEM_CELLS else default_threads()
+
+    def _params(self, seed: int, threads: int) -> dict[str, Any]:
+        return {
+            "objective": "binary",
+            "learning_rate": self.learning_rate,
+            "num_leaves": 2 ** self.max_depth,
+            "max_depth": self.max_depth,
+            "min_data_in_leaf": self.min_child_samples,
+            "feature_fraction": self.feature_fraction,
+            "num_threads": threads,
+            "deterministic": True,
+            "force_col_wise": True,
+            "seed": seed,
+            "verbose": -1,
+        }
+
+    def _dataset(self, x: np.ndarray, label: np.ndarray) -> Any:
+        """The binned training set of ``x``, built once and reused for every bit."""
+        import lightgbm as lgb
+
+        if self._train_set is None or self._train_ref is None or self._train_ref() is not x:
+            self._train_set = lgb.Dataset(
+                x, label=label, free_raw_data=True,
+                params={"max_bin": self.max_bin, "verbose": -1,
+                        "bin_construct_sample_cnt": _BIN_SAMPLE_ROWS,
+                        "num_threads": self._threads(x.size),
+                        "min_data_in_leaf": self.min_child_samples},
+            )
+            self._train_ref = weakref.ref(x)  # identity only: never keeps the features alive
+            self._weighted = False
+        else:
+            self._train_set.set_label(label)
+        return self._train_set
+
+    def fit_bit(self, x: np.ndarray, bit: np.ndarray, seed: int = 0,
+                sample_weight: np.ndarray | None = None) -> np.ndarray:
+        """Append a classifier for one more bit; return its {-1, +1} predictions on ``x``.
+
+        Calls on the same ``x`` object share one binned dataset; :meth:`release` frees it.
+        """
+        x = _features(x)
+        label = (np.asarray(bit).reshape(-1) > 0).astype(np.float64)
+        if len(label) != len(x):
+            raise ValueError(f"bit has {len(label)} rows, features have {len(x)}")
+        if label.min() == label.max():
+            self.models_.append(1.0 if label[0] > 0 else -1.0)
+            return np.full(len(x), 1 if label[0] > 0 else -1, dtype=np.int8)
+        booster = self._train(x, label, seed, sample_weight)
+        return binarize(booster.predict(x, raw_score=True, num_threads=self._threads(x.size)))
+
+    def _train(self, x: np.ndarray, label: np.ndarray, seed: int,
+               sample_weight: np.ndarray | None) -> Any:
+        import lightgbm as lgb
+
+        data = self._dataset(x, label)
+        if sample_weight is not None:
+            weight = np.asarray(sample_weight, np.float64).reshape(-1)
+            if len(weight) != len(x):
+                raise ValueError(f"sample_weight has {len(weight)} rows, features have {len(x)}")
+            data.set_weight(weight)
+            self._weighted = True
+        elif self._weighted:  # a shared dataset keeps the weights of an earlier bit
+            data.set_weight(np.ones(len(x)))
+        booster = lgb.train(self._params(seed, self._threads(x.size)), data,
+                            num_boost_round=self.n_rounds)
+        self.models_.append(booster)
+        return booster
+
+    def fit(self, x: np.ndarray, codes: np.ndarray, seed: int = 0,
+            sample_weight: np.ndarray | None = None) -> BoostedTrees:
+        """Fit one classifier per column of ``codes`` (all bits, replacing earlier fits)."""
+        codes = _as_bits(codes)
+        x = _features(x)
+        self.models_ = []
+        weights = None if sample_weight is None else np.asarray(sample_weight, np.float64)
+        for k in range(codes.shape[1]):
+            w = weights[:, k] if weights is not None and weights.ndim == 2 else weights
+            label = (codes[:, k] > 0).astype(np.float64)
+            if label.min() == label.max():
+                self.models_.append(1.0 if label[0] > 0 else -1.0)
+            else:
+                self._train(x, label, seed + k, w)
+        self.release()
+        return self
+
+    def release(self) -> None:
+        """Drop the binned training set that :meth:`fit_bit` calls share (``fit`` does this
+        itself; call it after the last ``fit_bit``)."""
+        self._train_set = self._train_ref = None
+        self._weighted = False
+
+    def decision_function(self, x: np.ndarray) -> np.ndarray:
+        """Raw scores (log-odds of bit = +1), shape ``(n, bits)``."""
+        x = _features(x)
+        scores = np.empty((len(x), len(self.models_)), dtype=np.float64)
+        for k, model in enumerate(self.models_):
+            if isinstance(model, float):
+                scores[:, k] = model
+            else:
+                scores[:, k] = model.predict(x, raw_score=True, num_threads=self._threads(x.size))
+        return scores
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Codes: int8 ``(n, bits)`` in {-1, +1}."""
+        return binarize(self.decision_function(x))
+
+
+class LinearProjection:
+    """Ridge regression to the targets, then sign: ``W = (X^T X + ridge I)^{-1} X^T T``."""
+
+    def __init__(self, ridge: float = 1.0) -> None:
+        self.ridge = ridge
+        self.weights_: np.ndarray | None = None
+
+    def fit(self, x: np.ndarray, codes: np.ndarray, seed: int = 0,
+            sample_weight: np.ndarray | None = None) -> LinearProjection:
+        """``codes`` may be {-1, +1} codes or real-valued targets (n, bits); ``seed`` is unused."""
+        targets = _as_bits(codes).astype(np.float64)
+        x = _features(x)
+        if sample_weight is not None:
+            raise ValueError("LinearProjection does not take sample weights")
+        gram = gram_matrix(x)
+        gram[np.diag_indices_from(gram)] += self.ridge
+        rhs = np.zeros((x.shape[1], targets.shape[1]))
+        for start in range(0, len(x), _CHUNK_ROWS):
+            rhs += x[start:start + _CHUNK_ROWS].T @ targets[start:start + _CHUNK_ROWS]
+        self.weights_ = np.linalg.solve(gram, rhs)
+        return self
+
+    def decision_function(self, x: np.ndarray) -> np.ndarray:
+        return _features(x) @ self.weights_
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return binarize(self.decision_function(x))
+
+
+def make_extension(kind: str, **options: Any) -> BoostedTrees | LinearProjection:
+    """``"trees"`` -> :class:`BoostedTrees`, ``"linear"`` -> :class:`LinearProjection`."""
+    if kind == "trees":
+        return BoostedTrees(**options)
+    if kind == "linear":
+        return LinearProjection(**options)
+    raise ConfigError(f"out-of-sample extension must be one of {', '.join(EXTENSIONS)}, got {kind!r}")
+
+
+def gram_matrix(x: np.ndarray) -> np.ndarray:
+    """``X^T X`` accumulated in float64 over row chunks (each chunk's product in the dtype of
+    ``X``), so no float64 copy of ``X`` is ever made."""
+    gram = np.zeros((x.shape[1], x.shape[1]))
+    for start in range(0, len(x), _CHUNK_ROWS):
+        chunk = np.asarray(x[start:start + _CHUNK_ROWS])
+        gram += chunk.T @ chunk
+    return gram
+
+
+def _features(x: Any) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"features must be a (n, d) matrix, got shape {x.shape}")
+    return x
+
+
+class Standardiser:
+    """Per-dimension z-scores with the training mean and standard deviation (constant
+    dimensions are only centred): the ``normZeroMean`` + ``normEqualVariance`` step of the
+    LFH and COSDISH authors' demos. Output float32, computed in row chunks."""
+
+    def fit(self, x: np.ndarray) -> Standardiser:
+        x = _features(x)
+        total = np.zeros(x.shape[1])
+        for start in range(0, len(x), _CHUNK_ROWS):
+            total += np.asarray(x[start:start + _CHUNK_ROWS], dtype=np.float64).sum(axis=0)
+        self.mean_ = total / len(x)
+        squares = np.zeros(x.shape[1])  # second pass: no cancellation in E[x^2] - E[x]^2
+        for start in range(0, len(x), _CHUNK_ROWS):
+            chunk = np.asarray(x[start:start + _CHUNK_ROWS], dtype=np.float64) - self.mean_
+            squares += np.square(chunk).sum(axis=0)
+        std = np.sqrt(squares / len(x))
+        self.scale_ = np.where((std > 0) & (std > 1e-6 * np.abs(self.mean_)), std, 1.0)
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        x = _features(x)
+        out = np.empty(x.shape, dtype=np.float32)
+        mean, scale = self.mean_.astype(np.float32), self.scale_.astype(np.float32)
+        for start in range(0, len(x), _CHUNK_ROWS):
+            out[start:start + _CHUNK_ROWS] = (x[start:start + _CHUNK_ROWS] - mean) / scale
+        return out
+
+
+class TwoStepHasher(AsymmetricHasher):
+    """Template for "two-step" hashing: learn training codes, then fit a hash function.
+
+    Subclasses implement :meth:`_learn_codes` and :meth:`_extension`, and may override
+    :meth:`_regression_targets` (what a linear extension regresses on; the codes by default).
+    Learned state: ``standardiser_``, ``codes_`` (the training codes, returned by
+    ``database_codes()``), ``extension_``.
+    """
+
+    @abstractmethod
+    def _learn_codes(self, x: np.ndarray, labels: np.ndarray, ctx: RunContext) -> np.ndarray:
+        """Step 1: int8 codes ``(n, bits)`` of the (standardised) training points."""
+
+    @abstractmethod
+    def _extension(self, n: int, d: int) -> BoostedTrees | LinearProjection:
+        """Step 2: an unfitted hash function for ``n`` training points of dimension ``d``."""
+
+    def _regression_targets(self, codes: np.ndarray) -> np.ndarray:
+        return codes
+
+    def fit(self, data: TrainingData, ctx: RunContext) -> TwoStepHasher:
+        self.standardiser_ = Standardiser().fit(data.inputs)
+        x = self.standardiser_.transform(data.inputs)
+        labels = np.asarray(data.labels)
+        codes = self._learn_codes(x, labels, ctx)
+        extension = self._extension(*x.shape)
+        targets = codes if isinstance(extension, BoostedTrees) else self._regression_targets(codes)
+        extension.fit(x, targets, seed=int(ctx.rng.integers(2**31 - 1)))
+        self.codes_ = codes
+        self.extension_ = extension
+        return self
+
+    def encode(self, inputs: Any) -> np.ndarray:
+        self._check_fitted("extension_")
+        return self.extension_.predict(self.standardiser_.transform(inputs))
+
+    def database_codes(self) -> np.ndarray:
+        self._check_fitted("codes_")
+        return self.codes_
