@@ -70,6 +70,7 @@ def collect(store: Store) -> pd.DataFrame:
             "git_sha": t.get("hashbench.git_sha", ""),
             "device": t.get("hashbench.device", ""),
             "flags": flags,
+            "collapsed": "hashbench.flag.collapsed" in t,
             "error": t.get("hashbench.error", ""),
         }
         row.update({f"metric.{k}": v for k, v in record["metrics"].items()})
@@ -132,7 +133,7 @@ def _cell(runs: pd.DataFrame, failed: pd.DataFrame, column: str) -> Cell:
     mean = float(values.mean()) if len(values) else math.nan
     std = float(values.std(ddof=0)) if len(values) else math.nan
     notes = []
-    collapsed = int((runs["flags"] != "").sum())
+    collapsed = int(runs["collapsed"].sum())
     if collapsed:
         notes.append(f"{collapsed} collapsed")
     if len(failed):
@@ -410,7 +411,7 @@ def render(tables: list[Table], frame: pd.DataFrame, fmt: str = "markdown") -> s
     for table in tables:
         parts += [one(table), ""]
     n_failed = int((frame["status"] == "FAILED").sum())
-    n_collapsed = int(((frame["status"] == "FINISHED") & (frame["flags"] != "")).sum())
+    n_collapsed = int(((frame["status"] == "FINISHED") & frame["collapsed"]).sum())
     if n_failed:
         parts.append(f"{n_failed} failed trial(s) in the store; see runs.csv (columns status, error).")
     if n_collapsed:

@@ -147,3 +147,10 @@ def test_cli_report_writes_every_format(store, tmp_path, capsys):
 def test_report_on_missing_store_is_one_line(tmp_path, capsys):
     assert main(["report", "--tracking-uri", str(tmp_path / "none.db")]) == 2
     assert "no MLflow store" in capsys.readouterr().err
+
+
+def test_only_the_collapsed_flag_marks_a_cell(tmp_path):
+    s = Store(f"sqlite:///{tmp_path}/c.db")
+    add_run(s, "sdh", "SDH", 48, 0, 0.99, flags={"constant_bits": "3 of 48 bits are constant"})
+    (table,) = report.build_tables(report.collect(s), "map")
+    assert "collapsed" not in report.to_markdown(table)
