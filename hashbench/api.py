@@ -101,8 +101,12 @@ class RunContext:
 
     Methods never import mlflow: per-iteration curves go through ``log_metric`` (for
     example ``ctx.log_metric("loss", value, step=it)``) and long loops through
-    ``progress(iterable, total, desc)``. ``rng`` is seeded from ``seed``; use it (and
-    ``torch_generator()`` for torch) for every random draw so a run is reproducible.
+    ``progress(iterable, total, desc)``. ``rng`` is seeded from ``seed``; use it (and seed
+    torch from ``seed``) for every random draw so a run is reproducible.
+
+    For the report's MAP-versus-training-time figure (the ADSH paper's Fig. 3), log
+    ``train_map`` and ``elapsed_seconds`` (training time so far, evaluation excluded) at
+    the same step.
     """
 
     seed: int = 0
@@ -159,6 +163,13 @@ class Hasher(ABC):
     @abstractmethod
     def encode(self, inputs: Any) -> np.ndarray:
         """Codes of shape ``(n, bits)``, int8 in {-1, +1}."""
+
+    @property
+    def input_kind(self) -> str:
+        """What ``fit``/``encode`` receive: "features" or "images". Defaults to
+        ``meta.input``; a method whose input depends on a hyper-parameter (ADSH's backbone)
+        overrides it."""
+        return self.meta.input
 
     @classmethod
     def param_names(cls) -> list[str]:

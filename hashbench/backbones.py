@@ -20,13 +20,15 @@ non-linearity: each method applies its own, e.g. ADSH's tanh).
   convolutions (32 and 64 channels, ReLU), 2x2 max-pooling, ``fc -> hidden -> bits``.
 
 Threads (:func:`cpu_threads`): on CPU, PyTorch starts one intra-op thread per core. The
-small backbones run tiny matrix products (a 64 x 256 layer) where splitting work across
-threads costs more than it saves, and when other processes share the cores the waiting
-threads spin and contend: in calibration on a 2-core machine shared with other jobs, small
-models ran about 10x slower with the default than with one thread. So deep methods run
-the small backbones with **1 thread** and AlexNet with the default (all cores), which
-pays off for its large convolutions. ``HASHBENCH_TORCH_THREADS=k`` overrides the choice;
-the previous setting is restored when training ends.
+small backbones run tiny matrix products (a 64 x 256 layer, batch 64) where splitting work
+across threads saves nothing, and when other processes share the cores the extra threads
+wait for each other at every operation. Measured on a 2-core machine shared with other jobs
+(load average 5-7): one full ADSH training on digits (MLP, 4,050 SGD steps plus the V-steps)
+took 6.6-7.6 s with 1 thread and 31-153 s with torch's default of 2; on an idle machine the
+two are within 10%. So the deep methods run the small backbones with **1 thread** on CPU,
+and AlexNet with torch's default (all cores), where large convolutions do gain from them.
+``HASHBENCH_TORCH_THREADS=k`` overrides both; the previous setting is restored when
+training or encoding ends. On CUDA the setting is left alone.
 """
 
 from __future__ import annotations
@@ -218,14 +220,18 @@ def to_batch(inputs: Any, indices: Any, device: str | torch.device = "cpu") -> t
     elif isinstance(inputs, torch.Tensor):
         rows = inputs[torch.as_tensor(idx)].cpu().numpy()
     else:
-        rows = np.stack([_item_array(inputs[int(i)]) for i in idx]) if len(idx) else np.zeros((0,))
+        if not len(idx):
+            raise DataError("to_batch: no indices given")
+        return torch.from_numpy(np.stack([_item_array(inputs[int(i)]) for i in idx])).to(device)
     return torch.from_numpy(as_float_array(rows)).to(device)
 
 
 def _item_array(item: Any) -> np.ndarray:
+    """One item of a collection as float32 (d,) or (C, H, W) (see :func:`as_float_array`)."""
     if isinstance(item, torch.Tensor):
-        return item.detach().cpu().numpy()
-    return np.asarray(item)  # PIL images convert to (H, W[, C]) uint8
+        item = item.detach().cpu().numpy()
+    arr = np.asarray(item)  # PIL images convert to (H, W[, C]) uint8
+    return as_float_array(arr[None])[0]
 
 
 def input_shape(inputs: Any) -> tuple[int, ...]:

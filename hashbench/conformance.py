@@ -31,7 +31,7 @@ class Sample:
     queries: Any
 
 
-def sample_for(cls: type[Hasher], n_train: int = 200, n_query: int = 40,
+def sample_for(cls: type[Hasher] | Hasher, n_train: int = 200, n_query: int = 40,
                is_database: bool = False) -> Sample:
     from hashbench.datasets import load
 
@@ -39,7 +39,8 @@ def sample_for(cls: type[Hasher], n_train: int = 200, n_query: int = 40,
     rng = np.random.default_rng(12345)
     order = rng.permutation(len(data))
     train_idx, query_idx = order[:n_train], order[n_train:n_train + n_query]
-    inputs = data.inputs(cls.meta.input)
+    kind = cls.input_kind if isinstance(cls, Hasher) else make(cls).input_kind
+    inputs = data.inputs(kind)
     return Sample(
         TrainingData(inputs=inputs[train_idx], labels=data.labels[train_idx],
                      indices=train_idx, is_database=is_database),

@@ -315,7 +315,8 @@ class GridRunner:
         dataset, split = self.dataset, self.split
         if not meta.multilabel and dataset.multilabel:
             raise HashbenchError(f"method {meta.name!r} supports single-label data only")
-        inputs = dataset.inputs(meta.input)
+        inputs = dataset.inputs(method.input_kind)
+        recorder.set_tags({"hashbench.input": method.input_kind})
         _seed_everything(trial.seed)
         with tempfile.TemporaryDirectory(prefix="hashbench-") as scratch:
             ctx = RunContext(seed=trial.seed, device=self.device, scratch_dir=Path(scratch),
