@@ -104,7 +104,7 @@ class AlexNetHash(nn.Module):
         from torchvision.models import alexnet
 
         self.image_size = image_size
-        self.model = alexnet(weights=_alexnet_weights() if pretrained else None)
+        self.model = alexnet(weights=alexnet_weights() if pretrained else None)
         self.model.classifier[6] = nn.Linear(self.model.classifier[6].in_features, bits)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
@@ -126,7 +126,7 @@ def alexnet_weights_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
-def _alexnet_weights() -> Any:
+def alexnet_weights() -> Any:
     """The ImageNet weights enum, checked to be usable: cached, or downloadable now."""
     from torchvision.models import AlexNet_Weights
 
@@ -141,7 +141,7 @@ def _alexnet_weights() -> Any:
         raise DataError(
             f"ImageNet AlexNet weights are not cached at {path} and could not be downloaded "
             f"({reason}); copy {weights.url} to that path (set TORCH_HOME to move the "
-            f"cache) or use pretrained=False to train from random initialisation"
+            f"cache), or pass --no-pretrained (pretrained=False in Python) to use random weights"
         ) from exc
     return weights
 

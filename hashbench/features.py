@@ -53,33 +53,15 @@ def imagenet_transform(size: int = DEFAULT_SIZE) -> Any:
     ])
 
 
-def pretrained_alexnet_state() -> dict[str, Any]:
-    """ImageNet AlexNet weights from torchvision's cache, downloading only if possible."""
-    import torch
-    from torchvision.models import AlexNet_Weights
-
-    weights = AlexNet_Weights.IMAGENET1K_V1
-    filename = weights.url.rsplit("/", 1)[-1]
-    target = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    try:
-        return weights.get_state_dict(progress=True, check_hash=False)
-    except Exception as exc:  # noqa: BLE001 - URLError, HTTPError, OSError, corrupt file...
-        raise DataError(
-            f"pretrained AlexNet weights are not in torchvision's cache ({target}) and could not "
-            f"be downloaded ({type(exc).__name__}); copy {filename} from {weights.url} there "
-            "(TORCH_HOME sets the cache), or pass --no-pretrained to use random weights"
-        ) from None
-
-
 def alexnet_fc7(pretrained: bool) -> Any:
     """AlexNet truncated after fc7's ReLU (4,096 outputs), in eval mode."""
     import torch
     from torchvision.models import alexnet
 
+    from hashbench.backbones import alexnet_weights
+
     torch.manual_seed(0)
-    model = alexnet(weights=None)
-    if pretrained:
-        model.load_state_dict(pretrained_alexnet_state())
+    model = alexnet(weights=alexnet_weights() if pretrained else None)
     model.classifier = model.classifier[:6]
     return model.eval()
 

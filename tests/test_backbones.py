@@ -67,7 +67,7 @@ def test_cached_alexnet_weights_are_used_without_a_download(tmp_path, monkeypatc
         raise AssertionError("must not download when the weights are cached")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
-    assert backbones._alexnet_weights().url.endswith(path.name)
+    assert backbones.alexnet_weights().url.endswith(path.name)
 
 
 def test_bad_backbone_requests_are_config_errors():
