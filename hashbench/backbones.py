@@ -33,7 +33,6 @@ training or encoding ends. On CUDA the setting is left alone.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,7 +43,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from hashbench.errors import ConfigError, DataError
+from hashbench.errors import ConfigError, DataError, positive_int_env
 
 BACKBONES = ("mlp", "cnn", "alexnet")
 SMALL_BACKBONES = ("mlp", "cnn")
@@ -257,15 +256,9 @@ def threads_for(backbone: str, device: str | torch.device) -> int | None:
     ``HASHBENCH_TORCH_THREADS`` overrides; on CUDA the setting only affects host-side work
     and is left alone. See the module docstring for the measurements behind this.
     """
-    override = os.environ.get(THREADS_ENV, "").strip()
-    if override:
-        try:
-            value = int(override)
-        except ValueError:
-            raise ConfigError(f"{THREADS_ENV} must be a positive integer, got {override!r}") from None
-        if value < 1:
-            raise ConfigError(f"{THREADS_ENV} must be a positive integer, got {override!r}")
-        return value
+    override = positive_int_env(THREADS_ENV)
+    if override is not None:
+        return override
     if torch.device(device).type != "cpu":
         return None
     return 1 if backbone in SMALL_BACKBONES else None

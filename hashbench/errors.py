@@ -37,3 +37,19 @@ class CodeContractError(HashbenchError):
 
 class NotFittedError(HashbenchError):
     """``encode`` or ``database_codes`` was called before ``fit``."""
+
+
+def positive_int_env(name: str) -> int | None:
+    """The value of environment variable ``name`` as a positive integer, None when unset."""
+    import os
+
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {raw!r}")
+    return value

@@ -47,7 +47,6 @@ column-wise histograms).
 
 from __future__ import annotations
 
-import os
 import weakref
 from abc import abstractmethod
 from typing import Any, Protocol
@@ -55,7 +54,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from hashbench.api import AsymmetricHasher, RunContext, TrainingData, binarize
-from hashbench.errors import ConfigError
+from hashbench.errors import ConfigError, positive_int_env
 
 EXTENSIONS = ("trees", "linear")
 THREADS_ENV = "HASHBENCH_THREADS"
@@ -70,16 +69,8 @@ _BIN_SAMPLE_ROWS = 20_000
 
 def default_threads() -> int:
     """LightGBM threads: ``$HASHBENCH_THREADS`` if set, else 2."""
-    value = os.environ.get(THREADS_ENV, "").strip()
-    if value:
-        try:
-            threads = int(value)
-        except ValueError:
-            raise ConfigError(f"{THREADS_ENV} must be a positive integer, got {value!r}") from None
-        if threads < 1:
-            raise ConfigError(f"{THREADS_ENV} must be a positive integer, got {value!r}")
-        return threads
-    return 2
+    threads = positive_int_env(THREADS_ENV)
+    return 2 if threads is None else threads
 
 
 class OutOfSampleExtension(Protocol):
