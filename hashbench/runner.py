@@ -30,6 +30,7 @@ import numpy as np
 import hashbench
 from hashbench import registry
 from hashbench.api import AsymmetricHasher, Hasher, RunContext, TrainingData, check_codes
+from hashbench.datasets import Dataset
 from hashbench.datasets import load as load_dataset
 from hashbench.datasets.base import subset
 from hashbench.errors import CodeContractError, ConfigError, HashbenchError
@@ -311,50 +312,13 @@ class GridRunner:
 
     def _execute(self, trial: Trial, method: Hasher,
                  recorder: RunRecorder) -> tuple[dict[str, float], dict[str, str]]:
-        meta = trial.method.meta
         dataset, split = self.dataset, self.split
-        if not meta.multilabel and dataset.multilabel:
-            raise HashbenchError(f"method {meta.name!r} supports single-label data only")
-        inputs = dataset.inputs(method.input_kind)
         recorder.set_tags({"hashbench.input": method.input_kind})
         _seed_everything(trial.seed)
         with tempfile.TemporaryDirectory(prefix="hashbench-") as scratch:
             ctx = RunContext(seed=trial.seed, device=self.device, scratch_dir=Path(scratch),
                              log_metric=recorder.log_metric, progress=self.reporter.progress)
-            full = split.train_mode == "full"
-            data = TrainingData(
-                inputs=subset(inputs, split.train),
-                labels=dataset.labels[split.train],
-                indices=split.train,
-                is_database=full,
-            )
-            if meta.learns_database and not full:
-                data.database_inputs = subset(inputs, split.database)
-                data.database_labels = dataset.labels[split.database]
-                data.database_indices = split.database
-            timings: dict[str, float] = {}
-            t0 = time.perf_counter()
-            fitted = method.fit(data, ctx)
-            timings["train_seconds"] = time.perf_counter() - t0
-            if fitted is not method:
-                raise CodeContractError(f"method {meta.name!r}: fit() must return self")
-
-            t0 = time.perf_counter()
-            query_codes = method.encode(subset(inputs, split.query))
-            timings["encode_query_seconds"] = time.perf_counter() - t0
-            query_codes = check_codes(query_codes, len(split.query), trial.bits, meta.name,
-                                      "query codes")
-
-            t0 = time.perf_counter()
-            if isinstance(method, AsymmetricHasher) and (full or meta.learns_database):
-                db_codes = method.database_codes()
-                what = "database_codes()"
-            else:
-                db_codes = method.encode(subset(inputs, split.database))
-                what = "database codes"
-            timings["encode_database_seconds"] = time.perf_counter() - t0
-            db_codes = check_codes(db_codes, len(split.database), trial.bits, meta.name, what)
-
+            query_codes, db_codes, timings = fit_and_encode(method, dataset, split, ctx)
             t0 = time.perf_counter()
             result = evaluate(query_codes, db_codes, dataset.labels[split.query],
                               dataset.labels[split.database], self.conventions)
@@ -390,6 +354,47 @@ class GridRunner:
             "sizes": {"query": len(self.split.query), "database": len(self.split.database),
                       "train": len(self.split.train)},
         }
+
+
+def fit_and_encode(method: Hasher, dataset: Dataset, split: Split,
+                   ctx: RunContext) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """Fit on the split's training set, encode queries and database; check and time it all.
+
+    Database codes come from ``database_codes()`` when an asymmetric method trained on the
+    full database (or learns the database codes anyway, ``meta.learns_database``), else
+    from ``encode`` on the database. Returns (query codes, database codes, timings).
+    """
+    meta = method.meta
+    if not meta.multilabel and dataset.multilabel:
+        raise HashbenchError(f"method {meta.name!r} supports single-label data only")
+    inputs = dataset.inputs(method.input_kind)
+    full = split.train_mode == "full"
+    data = TrainingData(inputs=subset(inputs, split.train), labels=dataset.labels[split.train],
+                        indices=split.train, is_database=full)
+    if meta.learns_database and not full:
+        data.database_inputs = subset(inputs, split.database)
+        data.database_labels = dataset.labels[split.database]
+        data.database_indices = split.database
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    fitted = method.fit(data, ctx)
+    timings["train_seconds"] = time.perf_counter() - t0
+    if fitted is not method:
+        raise CodeContractError(f"method {meta.name!r}: fit() must return self")
+
+    t0 = time.perf_counter()
+    query_codes = method.encode(subset(inputs, split.query))
+    timings["encode_query_seconds"] = time.perf_counter() - t0
+    query_codes = check_codes(query_codes, len(split.query), method.bits, meta.name, "query codes")
+
+    t0 = time.perf_counter()
+    if isinstance(method, AsymmetricHasher) and (full or meta.learns_database):
+        db_codes, what = method.database_codes(), "database_codes()"
+    else:
+        db_codes, what = method.encode(subset(inputs, split.database)), "database codes"
+    timings["encode_database_seconds"] = time.perf_counter() - t0
+    db_codes = check_codes(db_codes, len(split.database), method.bits, meta.name, what)
+    return query_codes, db_codes, timings
 
 
 def log_curve(recorder: RunRecorder, name: str, frame: Any) -> None:

@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 from hashbench.api import RunContext, TrainingData
 from hashbench.datasets import load
 from hashbench.errors import ConfigError
-from hashbench.protocol import get_protocol, materialise
+from hashbench.testing import digits_map
 
 
 @pytest.fixture(autouse=True)
@@ -28,27 +28,6 @@ def _one_blas_thread():
     """Small problems: BLAS threads only add contention (badly so on a busy machine)."""
     with threadpool_limits(1):
         yield
-
-
-def _mean_ap(query, database, query_labels, database_labels):
-    """Hamming ranking with ties in database order; AP averaged over queries."""
-    dist = (query.shape[1] - query.astype(np.float32) @ database.T.astype(np.float32)) / 2
-    relevant = (query_labels.astype(np.float32) @ database_labels.T.astype(np.float32)) > 0
-    ranked = np.take_along_axis(relevant, np.argsort(dist, axis=1, kind="stable"), axis=1)
-    precision = np.cumsum(ranked, axis=1) / np.arange(1, ranked.shape[1] + 1)
-    hits = ranked.sum(axis=1)
-    return float(np.mean(np.where(hits > 0, (precision * ranked).sum(1) / np.maximum(hits, 1), 0)))
-
-
-def _digits_map(method, seed, mode="sampled"):
-    data = load("digits")
-    split = materialise(get_protocol("digits").with_train_mode(mode), data.labels)
-    x = data.features
-    method.fit(TrainingData(x[split.train], data.labels[split.train], split.train,
-                            is_database=mode == "full"), RunContext(seed=seed))
-    database = method.database_codes() if mode == "full" else method.encode(x[split.database])
-    return _mean_ap(method.encode(x[split.query]), database, data.labels[split.query],
-                    data.labels[split.database])
 
 
 def _tiny(seed, n=8, bits=3, classes=3, anchors=4):
@@ -143,8 +122,8 @@ def test_impossible_settings_are_config_errors(params, message):
 def test_sdh_beats_itq_on_digits_on_average_over_seeds():
     # SDH varies a lot between seeds at 12 bits: compare means over seeds, not single runs
     seeds = (0, 1, 2)
-    sdh = np.mean([_digits_map(SDH(bits=12), s) for s in seeds])
-    itq = np.mean([_digits_map(ITQ(bits=12), s) for s in seeds])
+    sdh = np.mean([digits_map(SDH(bits=12), s) for s in seeds])
+    itq = np.mean([digits_map(ITQ(bits=12), s) for s in seeds])
     assert sdh > 0.9 and sdh > itq + 0.2
-    full = np.mean([_digits_map(SDH(bits=12), s, mode="full") for s in seeds[:2]])
+    full = np.mean([digits_map(SDH(bits=12), s, mode="full") for s in seeds[:2]])
     assert full >= sdh - 0.01  # SDH-D: learned database codes are at least as good
