@@ -57,10 +57,12 @@ class MethodMeta:
 
     def display_name(self, train_mode: str) -> str:
         """The name in reports: ``title``, or for the full training mode ``full_mode_title``
-        when set (ADSH, Lin:V: database learning is the method itself), else ``title-D``."""
-        if train_mode != "full":
-            return self.title
-        return self.full_mode_title or f"{self.title}-D"
+        when set (ADSH, Lin:V: database learning is the method itself), else ``title-D``;
+        then the sampled run of such a method is ``title (sampled)``."""
+        if train_mode == "full":
+            return self.full_mode_title or f"{self.title}-D"
+        # the sampled run must not share the full run's name (they are never averaged)
+        return f"{self.title} (sampled)" if self.full_mode_title == self.title else self.title
 
 
 @dataclass

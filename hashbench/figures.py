@@ -53,11 +53,14 @@ def _finish(fig, axes, path: Path, data: pd.DataFrame) -> Path:
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             seen.setdefault(lab, h)
+    width, height = fig.get_size_inches()
+    longest = max((len(label) for label in seen), default=0)
+    ncol = max(1, min(len(seen), int(width / (0.55 + 0.085 * longest))))
+    rows = int(np.ceil(len(seen) / ncol)) if seen else 0
     if seen:
-        fig.legend(list(seen.values()), list(seen.keys()), loc="lower center",
-                   ncol=min(len(seen), 6), frameon=False, bbox_to_anchor=(0.5, 0.0))
-    rows = int(np.ceil(len(seen) / 6)) if seen else 0
-    fig.tight_layout(rect=(0, 0.06 * rows, 1, 1))
+        fig.legend(list(seen.values()), list(seen.keys()), loc="lower center", ncol=ncol,
+                   frameon=False, bbox_to_anchor=(0.5, 0.0))
+    fig.tight_layout(rect=(0, min(0.45, 0.3 * rows / height), 1, 1))
     fig.savefig(path, dpi=130)
     import matplotlib.pyplot as plt
 

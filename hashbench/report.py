@@ -160,13 +160,17 @@ def _groups(frame: pd.DataFrame, metric: str) -> list[Group]:
             bits=sorted(int(b) for b in runs["bits"].unique()), cells=cells,
             provenance={
                 "hashbench": ", ".join(sorted(runs["version"].unique())),
-                "git": ", ".join(sorted(s[:12] for s in runs["git_sha"].unique())),
+                "git": ", ".join(sorted({_short_sha(s) for s in runs["git_sha"].unique()})),
                 "split": split[:12],
                 "device": ", ".join(sorted(runs["device"].unique())),
             },
             label=protocol,
         ))
     return groups
+
+
+def _short_sha(sha: str) -> str:
+    return sha[:12] + ("-dirty" if sha.endswith("-dirty") else "")
 
 
 def _explain(main: Group, other: Group) -> str:
@@ -189,7 +193,7 @@ def _table1_row(display: str, frame: pd.DataFrame) -> bool:
 
 def _table2_row(display: str, frame: pd.DataFrame) -> bool:
     runs = frame[frame["display"] == display]
-    return bool(((runs["train_mode"] == "full") | runs["learns_database"]).all())
+    return bool((runs["train_mode"] == "full").all())
 
 
 def load_paper() -> pd.DataFrame:
@@ -220,12 +224,13 @@ def build_tables(frame: pd.DataFrame, metric: str = "map", which: str = "auto",
             if g is not first:
                 apart.append((g, _explain(first, g)))
     displays = sorted({d for g in main for d, _ in g.cells})
-    full_rows = [d for d in displays if _table2_row(d, frame) and not _table1_row(d, frame)]
+    done = latest_finished(frame)
+    full_rows = [d for d in displays if _table2_row(d, done) and not _table1_row(d, done)]
     specs = []
     if which in ("auto", "1"):
-        specs.append(("Table 1", [d for d in displays if _table1_row(d, frame)]))
+        specs.append(("Table 1", [d for d in displays if _table1_row(d, done)]))
     if which == "2" or (which == "auto" and full_rows):
-        specs.append(("Table 2", [d for d in displays if _table2_row(d, frame)]))
+        specs.append(("Table 2", [d for d in displays if _table2_row(d, done)]))
     if which == "all":
         specs.append(("All runs", displays))
     paper_values = _paper_values(frame) if paper and metric == "map" else {}

@@ -154,3 +154,12 @@ def test_only_the_collapsed_flag_marks_a_cell(tmp_path):
     add_run(s, "sdh", "SDH", 48, 0, 0.99, flags={"constant_bits": "3 of 48 bits are constant"})
     (table,) = report.build_tables(report.collect(s), "map")
     assert "collapsed" not in report.to_markdown(table)
+
+
+def test_display_names_keep_training_settings_apart():
+    from hashbench.api import MethodMeta
+
+    adsh = MethodMeta(name="x", title="ADSH", citation="c", family="deep", full_mode_title="ADSH")
+    lfh = MethodMeta(name="y", title="LFH", citation="c", family="shallow")
+    assert (adsh.display_name("full"), adsh.display_name("sampled")) == ("ADSH", "ADSH (sampled)")
+    assert (lfh.display_name("full"), lfh.display_name("sampled")) == ("LFH-D", "LFH")
