@@ -80,7 +80,7 @@ class Reporter:
 
     def progress(self, iterable: Iterable[T], total: int | None = None,
                  desc: str = "") -> Iterator[T]:
-        """Inner-loop progress for methods: a transient bar, or a line every ~10%."""
+        """Inner-loop progress for methods: a transient bar, or a line every 15 seconds."""
         if self.quiet:
             yield from iterable
             return
@@ -92,8 +92,12 @@ class Reporter:
             yield from tqdm(iterable, total=total, desc=desc, leave=False, file=self.stream,
                             dynamic_ncols=True)
             return
-        step = max(1, (total or 10) // 10)
+        # plain lines for logs: at most one every 15 seconds, so CI logs stay readable
+        last = time.monotonic()
         for i, item in enumerate(iterable, 1):
             yield item
-            if total and (i % step == 0 or i == total):
-                print(f"    {desc or 'progress'}: {i}/{total}", file=self.stream, flush=True)
+            now = time.monotonic()
+            if now - last >= 15:
+                last = now
+                of = f"/{total}" if total else ""
+                print(f"    {desc or 'progress'}: {i}{of}", file=self.stream, flush=True)
