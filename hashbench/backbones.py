@@ -276,3 +276,21 @@ def cpu_threads(count: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+ENCODE_BATCH = 1024
+
+
+def network_codes(model: nn.Module, inputs: Any, bits: int, backbone: str,
+                  device: str | torch.device) -> np.ndarray:
+    """``sign(model(x))`` for every item, in batches, without gradients (int8 {-1, +1})."""
+    from hashbench.api import binarize
+
+    chunks = []
+    with torch.no_grad(), cpu_threads(threads_for(backbone, device)):
+        for start in range(0, len(inputs), ENCODE_BATCH):
+            idx = np.arange(start, min(start + ENCODE_BATCH, len(inputs)))
+            chunks.append(model(to_batch(inputs, idx, device)).cpu().numpy())
+    if not chunks:
+        return np.zeros((0, bits), np.int8)
+    return binarize(np.concatenate(chunks))

@@ -54,11 +54,17 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from hashbench.api import Hasher, RunContext, TrainingData, binarize
-from hashbench.backbones import build_backbone, cpu_threads, input_shape, threads_for, to_batch
+from hashbench.api import Hasher, RunContext, TrainingData
+from hashbench.backbones import (
+    build_backbone,
+    cpu_threads,
+    input_shape,
+    network_codes,
+    threads_for,
+    to_batch,
+)
 from hashbench.errors import ConfigError, DataError
 
-ENCODE_BATCH = 1024
 EVAL_QUERIES = 1000
 _DEVICE_INPUTS_BYTES = 1 << 29  # training inputs up to 512 MiB are moved to the device at once
 
@@ -287,14 +293,7 @@ class SymmetricDeepHasher(Hasher):
     # ------------------------------------------------------------ codes
 
     def _forward_codes(self, model: torch.nn.Module, inputs: Any) -> np.ndarray:
-        chunks = []
-        with torch.no_grad(), cpu_threads(threads_for(self.backbone, self.device_)):
-            for start in range(0, len(inputs), ENCODE_BATCH):
-                idx = np.arange(start, min(start + ENCODE_BATCH, len(inputs)))
-                chunks.append(model(to_batch(inputs, idx, self.device_)).cpu().numpy())
-        if not chunks:
-            return np.zeros((0, self.bits), np.int8)
-        return binarize(np.concatenate(chunks))
+        return network_codes(model, inputs, self.bits, self.backbone, self.device_)
 
     def encode(self, inputs: Any) -> np.ndarray:
         """Codes ``sign(F(x))`` (value > 0 -> +1, else -1), for queries and database alike."""

@@ -85,12 +85,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from hashbench.api import AsymmetricHasher, MethodMeta, RunContext, TrainingData, binarize
-from hashbench.backbones import build_backbone, cpu_threads, input_shape, threads_for, to_batch
+from hashbench.api import AsymmetricHasher, MethodMeta, RunContext, TrainingData
+from hashbench.backbones import (
+    build_backbone,
+    cpu_threads,
+    input_shape,
+    network_codes,
+    threads_for,
+    to_batch,
+)
 from hashbench.errors import ConfigError, DataError
 from hashbench.registry import register
 
-ENCODE_BATCH = 1024
 EVAL_QUERIES = 1000
 _CHUNK_ENTRIES = 1 << 22  # group-similarity entries materialised at once (32 MB as float64)
 _DEVICE_INPUTS_BYTES = 1 << 29  # Omega's inputs up to 512 MiB are moved to the device at once
@@ -501,14 +507,7 @@ class ADSH(AsymmetricHasher):
     # ------------------------------------------------------------ codes
 
     def _forward_codes(self, model: torch.nn.Module, inputs: Any) -> np.ndarray:
-        chunks = []
-        with torch.no_grad(), cpu_threads(threads_for(self.backbone, self.device_)):
-            for start in range(0, len(inputs), ENCODE_BATCH):
-                idx = np.arange(start, min(start + ENCODE_BATCH, len(inputs)))
-                chunks.append(model(to_batch(inputs, idx, self.device_)).cpu().numpy())
-        if not chunks:
-            return np.zeros((0, self.bits), np.int8)
-        return binarize(np.concatenate(chunks))
+        return network_codes(model, inputs, self.bits, self.backbone, self.device_)
 
     def encode(self, inputs: Any) -> np.ndarray:
         """Query codes ``sign(F(x))`` (value > 0 -> +1, else -1)."""
