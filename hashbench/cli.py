@@ -147,6 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         data_options=_data_options(args),
         pretrained=not args.no_pretrained,
         feature_image_size=args.feature_image_size,
+        skip_incompatible=args.methods.strip().lower() == "all",
         command="hashbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     summary = GridRunner(config, Reporter(quiet=args.quiet)).run()

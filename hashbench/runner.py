@@ -78,6 +78,7 @@ class RunConfig:
     data_options: dict[str, str] = field(default_factory=dict)
     pretrained: bool = True
     feature_image_size: int = 224
+    skip_incompatible: bool = False
 
 
 @dataclass
@@ -203,6 +204,7 @@ class GridRunner:
                                     **self.config.data_options)
         self.split = materialise(self.protocol, self.dataset.labels, self.dataset.partitions,
                                  self.dataset.class_names)
+        trials = self._compatible(trials)
         self.data_tags = {f"dataset.{k}": v for k, v in self.dataset.provenance.items()}
         if self.dataset.features is None and self.dataset.images is not None:
             self._attach_feature_extraction()
@@ -256,6 +258,22 @@ class GridRunner:
             dataset, pretrained=pretrained, device=device, progress=reporter.progress,
             log=reporter.message, image_size=size,
         )
+
+    def _compatible(self, trials: list[Trial]) -> list[Trial]:
+        """Single-label methods on multi-label data: refused when asked for by name,
+        left out with a message under ``--methods all`` (the paper's N/A cells)."""
+        if not self.dataset.multilabel:
+            return trials
+        single = sorted({t.method.meta.name for t in trials if not t.method.meta.multilabel})
+        if not single:
+            return trials
+        if not self.config.skip_incompatible:
+            raise ConfigError(
+                f"method(s) {', '.join(single)} support single-label data only and dataset "
+                f"{self.dataset.name!r} is multi-label; leave them out of --methods"
+            )
+        self.reporter.message(f"left out (single-label methods, multi-label data): {', '.join(single)}")
+        return [t for t in trials if t.method.meta.multilabel]
 
     def _ensure_parent(self) -> RunRecorder:
         if self.parent is None:

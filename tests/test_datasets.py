@@ -323,3 +323,24 @@ def test_unknown_protocol_field_and_dataset(capsys):
     assert "did you mean 'query.per_class'" in capsys.readouterr().err
     assert main(["data", "check", "cifar"]) == 2
     assert "did you mean 'cifar10'" in capsys.readouterr().err
+
+
+def test_single_label_methods_on_multilabel_data(nuswide_root, tmp_path, monkeypatch, capsys):
+    from hashbench import registry
+    from hashbench.progress import Reporter
+    from hashbench.runner import GridRunner, RunConfig
+
+    monkeypatch.setenv("HASHBENCH_CACHE", str(tmp_path / "cache"))
+    base = ["run", "--dataset", "nuswide", "--bits", "8", "--no-pretrained", "--feature-image-size", "64",
+            "--protocol-set", "query.per_class=2", "--protocol-set", "train.per_class=3",
+            "--data-option", "prefix_from=/home/author/NUS-WIDE/", "--quiet"]
+    assert main(base + ["--methods", "kadgh,itq"]) == 2
+    assert "kadgh support single-label data only" in capsys.readouterr().err
+    # under --methods all they are left out with a message, the rest runs
+    protocol = get_protocol("adsh2018-nuswide").with_overrides({"query.per_class": 2, "train.per_class": 3})
+    config = RunConfig(methods=[registry.get("kadgh"), registry.get("itq")], protocol=protocol, bits=[8],
+                       seeds=[0], data_root=tmp_path / "data", pretrained=False, feature_image_size=64,
+                       data_options={"prefix_from": "/home/author/NUS-WIDE/"}, skip_incompatible=True)
+    summary = GridRunner(config, Reporter()).run()
+    assert [o.trial.method.meta.name for o in summary.outcomes] == ["itq"]
+    assert "left out (single-label methods, multi-label data): kadgh" in capsys.readouterr().err
