@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from hashbench.api import Hasher, RunContext
+import numpy as np
+
+from hashbench.api import Hasher, RunContext, TrainingData
 from hashbench.datasets import load
-from hashbench.evaluation import Conventions, evaluate
+from hashbench.evaluation import Conventions, EvaluationResult, evaluate
 from hashbench.protocol import get_protocol, materialise
 from hashbench.runner import fit_and_encode
 
@@ -18,3 +20,14 @@ def digits_map(method: Hasher, seed: int = 0, mode: str = "sampled") -> float:
     result = evaluate(query, database, data.labels[split.query], data.labels[split.database],
                       Conventions(), map_only=True)
     return result.metrics["map"]
+
+
+def digits_holdout(method: Hasher, split_seed: int, ctx: RunContext | None = None) -> EvaluationResult:
+    """Fit ``method`` on 500 random digits and evaluate 100 held-out queries against the
+    other 1,197 (encoded with the method); a quick learning check without a protocol."""
+    data = load("digits")
+    idx = np.random.default_rng(split_seed).permutation(len(data))
+    train, queries, database = idx[:500], idx[500:600], idx[600:]
+    method.fit(TrainingData(data.features[train], data.labels[train], train), ctx or RunContext(seed=0))
+    return evaluate(method.encode(data.features[queries]), method.encode(data.features[database]),
+                    data.labels[queries], data.labels[database])

@@ -9,11 +9,10 @@ import pytest
 import torch
 from hashbench.methods.dpsh import DPSH, dpsh_loss
 
-from hashbench.api import RunContext, TrainingData
-from hashbench.datasets import load
+from hashbench.api import RunContext
 from hashbench.deep import Batch, log_one_plus_exp
 from hashbench.errors import ConfigError
-from hashbench.evaluation import evaluate
+from hashbench.testing import digits_holdout
 
 
 def _softplus(x):
@@ -98,16 +97,10 @@ def test_mini_batch_pairs_with_every_training_point_through_the_memory():
 
 
 def test_training_learns_on_digits():
-    data = load("digits")
-    idx = np.random.default_rng(0).permutation(len(data))
-    train, queries, database = idx[:500], idx[500:600], idx[600:]
     logged = []
     ctx = RunContext(seed=0, log_metric=lambda n, v, s: logged.append((n, v, s)))
-    method = DPSH(bits=32, epochs=400).fit(
-        TrainingData(data.features[train], data.labels[train], train), ctx)
+    result = digits_holdout(DPSH(bits=32, epochs=400), split_seed=0, ctx=ctx)
     losses = [v for n, v, _ in logged if n == "loss"]
     assert len(losses) == 400 and losses[-1] < 0.5 * losses[0]
-    result = evaluate(method.encode(data.features[queries]), method.encode(data.features[database]),
-                      data.labels[queries], data.labels[database])
     assert result.metrics["map"] > 0.8  # ITQ: about 0.6 on digits
     assert "collapsed" not in result.flags

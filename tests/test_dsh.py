@@ -7,11 +7,9 @@ import pytest
 import torch
 from hashbench.methods.dsh import DSH, dsh_loss
 
-from hashbench.api import RunContext, TrainingData
-from hashbench.datasets import load
 from hashbench.deep import Batch
 from hashbench.errors import ConfigError
-from hashbench.evaluation import evaluate
+from hashbench.testing import digits_holdout
 
 
 def test_loss_on_a_hand_computed_case():
@@ -55,13 +53,8 @@ def test_margin_defaults_to_twice_the_code_length():
 
 
 def test_training_learns_on_digits():
-    data = load("digits")
-    idx = np.random.default_rng(1).permutation(len(data))
-    train, queries, database = idx[:500], idx[500:600], idx[600:]
-    method = DSH(bits=24, epochs=150).fit(
-        TrainingData(data.features[train], data.labels[train], train), RunContext(seed=0))
+    method = DSH(bits=24, epochs=150)
+    result = digits_holdout(method, split_seed=1)
     assert method.losses_[-1] < 0.5 * method.losses_[0]
-    result = evaluate(method.encode(data.features[queries]), method.encode(data.features[database]),
-                      data.labels[queries], data.labels[database])
     assert result.metrics["map"] > 0.85  # ITQ: about 0.6 on digits
     assert "collapsed" not in result.flags
