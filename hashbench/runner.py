@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import subprocess
 import sys
@@ -339,7 +340,7 @@ class GridRunner:
             query_codes, db_codes, timings = fit_and_encode(method, dataset, split, ctx)
             t0 = time.perf_counter()
             result = evaluate(query_codes, db_codes, dataset.labels[split.query],
-                              dataset.labels[split.database], self.conventions)
+                              dataset.labels[split.database], self.conventions, n_jobs=_usable_cpus())
             timings["evaluate_seconds"] = time.perf_counter() - t0
 
             metrics = {**result.metrics, **timings}
@@ -434,3 +435,10 @@ def _one_line(exc: BaseException) -> str:
     prefix = "" if isinstance(exc, HashbenchError) else f"{type(exc).__name__}: "
     return prefix + text
 
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on (the evaluator's threads; results do not depend on it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)

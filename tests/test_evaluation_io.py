@@ -159,21 +159,43 @@ def test_collapsed_flag_rule():
     assert res.metrics["map_worst"] <= res.metrics["tie_aware_map"] <= res.metrics["map_best"]
 
 
-def test_distance_blocks_and_torch_path_match_the_definition(monkeypatch):
+@pytest.mark.parametrize("bits", [12, 40, 64, 130])
+def test_packed_and_torch_distances_match_the_definition(bits):
     torch = pytest.importorskip("torch")
-    from hashbench.evaluation import ranking
-    from hashbench.evaluation.ranking import Distances, TorchDistances
+    from hashbench.evaluation.ranking import Codes, TorchDistances
 
-    monkeypatch.setattr(ranking, "_DISTANCE_BLOCK_BYTES", 4 * 7 * 256)  # blocks of 256 columns
-    rng = np.random.default_rng(5)
-    q = rng.choice([-1, 1], size=(7, 40)).astype(np.int8)
-    db = rng.choice([-1, 1], size=(1000, 40)).astype(np.int8)
-    a, b = np.empty((7, 1000), np.uint8), np.empty((7, 1000), np.uint8)
-    Distances(q, db).fill(0, 7, a)
+    rng = np.random.default_rng(bits)
+    q = rng.choice([-1, 1], size=(7, bits)).astype(np.int8)
+    db = rng.choice([-1, 1], size=(1000, bits)).astype(np.int8)
+    expected = (bits - q.astype(int) @ db.T.astype(int)) // 2
+    codes = Codes(q, db)
+    for i in range(7):
+        assert np.array_equal(codes.distances(i), expected[i])
+    b = np.empty((7, 1000), np.uint8)
     TorchDistances(torch.from_numpy(q), torch.from_numpy(db)).fill(0, 7, b)
-    expected = (40 - q.astype(int) @ db.T.astype(int)) // 2
-    assert np.array_equal(a, expected)
     assert np.array_equal(b, expected)
+
+
+@pytest.mark.parametrize(("n_labels", "map_k"), [(3, 500), (70, 40)])
+def test_device_distance_path_gives_the_same_statistics_as_the_packed_path(n_labels, map_k):
+    """The CUDA path (distance rows from torch, then the compiled pass) is exercised here
+    with CPU tensors: its statistics equal the packed-code path's, chunk by chunk."""
+    torch = pytest.importorskip("torch")
+    from hashbench.evaluation.ranking import Codes, Labels, TorchDistances, rank_statistics
+
+    rng = np.random.default_rng(n_labels)
+    q = rng.choice([-1, 1], size=(23, 10)).astype(np.int8)
+    db = rng.choice([-1, 1], size=(500, 10)).astype(np.int8)
+    ql = (rng.random((23, n_labels)) < 2 / n_labels).astype(np.int8)
+    dl = (rng.random((500, n_labels)) < 2 / n_labels).astype(np.int8)
+    labels = Labels(ql, dl)
+    args = dict(ks=[1, 7, 40, 300], map_k=map_k, want_hist=True)
+    cpu = rank_statistics(Codes(q, db), labels, 23, 500, **args)
+    dev = rank_statistics(TorchDistances(torch.from_numpy(q), torch.from_numpy(db)), labels, 23, 500,
+                          chunk_size=4, n_jobs=2, **args)
+    for name in ("n_relevant", "precision_sum", "found_at_map_k", "found", "hist_total", "hist_rel"):
+        assert np.array_equal(getattr(cpu, name), getattr(dev, name)), name
+    assert cpu.n_relevant.min() < cpu.n_relevant.max()
 
 
 @pytest.mark.parametrize(("bits", "k"), [(12, 5), (48, 40), (70, 7), (12, 500), (260, 9)])

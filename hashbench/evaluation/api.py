@@ -62,7 +62,7 @@ from hashbench.errors import DataError
 from hashbench.evaluation import metrics as M
 from hashbench.evaluation.conventions import Conventions
 from hashbench.evaluation.inputs import as_codes, as_label_pair
-from hashbench.evaluation.ranking import Distances, Relevance, TorchDistances, rank_statistics
+from hashbench.evaluation.ranking import Codes, Labels, TorchDistances, rank_statistics
 from hashbench.evaluation.stats import code_statistics
 
 
@@ -100,7 +100,8 @@ def evaluate(query_codes: Any, database_codes: Any, query_labels: Any, database_
         query_codes, database_codes: (n, bits) codes in {-1, +1}.
         query_labels, database_labels: multi-hot rows or class indices.
         conventions: the declared evaluation conventions.
-        chunk_size: queries per chunk (default: about 32 MiB of chunk buffers per worker).
+        chunk_size: queries per chunk (a unit of work for a thread; on CUDA, the distance rows
+            copied from the device at once: default about 32 MiB).
         n_jobs: worker threads over query chunks.
         map_only: compute only ``map`` (and ``map@K``) and ``n_queries_zero_relevant``.
 
@@ -140,10 +141,10 @@ def evaluate(query_codes: Any, database_codes: Any, query_labels: Any, database_
         import torch
 
         rows = torch.as_tensor(first, device=query_codes.device)
-        distances: Distances | TorchDistances = TorchDistances(query_codes[rows], database_codes)
+        codes: Codes | TorchDistances = TorchDistances(query_codes[rows], database_codes)
     else:
-        distances = Distances(q_codes[first], db_codes)
-    stats = rank_statistics(distances, Relevance(q_labels[first], db_labels), len(first), n_database,
+        codes = Codes(q_codes[first], db_codes)
+    stats = rank_statistics(codes, Labels(q_labels[first], db_labels), len(first), n_database,
                             ks=ks, map_k=map_k, want_hist=not map_only,
                             chunk_size=chunk_size, n_jobs=n_jobs).take(inverse)
 
