@@ -23,8 +23,9 @@ def random_problem(seed: int, n_query: int, n_db: int, bits: int, n_labels: int,
     q = rng.choice([-1, 1], size=(n_query, bits)).astype(np.int8)
     db = rng.choice([-1, 1], size=(n_db, bits)).astype(np.int8)
     if multi:
-        ql = (rng.random((n_query, n_labels)) < 0.25).astype(np.int8)
-        dl = (rng.random((n_db, n_labels)) < 0.2).astype(np.int8)
+        # about 3 labels per query and 2.4 per item at most, so relevance stays mixed
+        ql = (rng.random((n_query, n_labels)) < min(0.25, 3 / n_labels)).astype(np.int8)
+        dl = (rng.random((n_db, n_labels)) < min(0.2, 2.4 / n_labels)).astype(np.int8)
         ql[:3] = 0  # queries without labels: no relevant item at all
     else:
         ql = np.eye(n_labels, dtype=np.int8)[rng.integers(0, n_labels, n_query)]
@@ -84,6 +85,8 @@ CASES = [
     (7, 30, 250, 3, 4, True, Conventions(map_topk=600)),
     (9, 10, 200, 300, 4, True, Conventions(map_topk=20, curve_max_k=30)),  # 300 bits: uint16 distances
     (10, 8, 120, 255, 3, False, Conventions(radius=120)),  # largest uint8 distance
+    (11, 20, 400, 70, 80, True, Conventions(map_topk=60)),  # two words of codes and of labels
+    (12, 15, 350, 64, 64, False, Conventions()),  # exactly one full word of each
 ]
 
 
