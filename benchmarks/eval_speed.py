@@ -16,7 +16,8 @@ seconds for ``map_only=True`` and for the full metric set, with ``n_jobs=1`` and
 the speed-up ratios of wall-clock time and of CPU time (CPU time is the fairer single-thread
 comparison on a shared machine; with ``n_jobs=2`` the wall-clock ratio is the one that counts),
 and the peak memory traced by ``tracemalloc`` during one ``evaluate`` call
-(numpy reports its buffers to tracemalloc).
+(numpy reports its buffers to tracemalloc; the compiled ranking pass allocates nothing itself:
+its scratch is numpy arrays made by the caller, so the trace sees everything).
 
 Usage: ``python benchmarks/eval_speed.py [--quick] [--cases cifar10,nuswide,coco] [--bits 12,48]``.
 Runs come in ``--rounds`` interleaved rounds (reference, then every hashbench setting) so that

@@ -143,19 +143,20 @@ def finish_row(q, counts, before, bucket, k, map_k, need, ks, want_hist, hits, s
             t += 1
 
 
+def scratch(n_database, n_buckets, k_max):
+    """Per-worker scratch of :func:`rank_codes` / :func:`rank_distance_rows`, allocated by the
+    caller with numpy (so that memory tracing sees it): about 12 bytes per database item."""
+    return (np.empty(n_database, np.uint16), np.zeros(n_buckets, np.int64),
+            np.empty(n_database + 1, np.int64), np.empty(n_database + 1, np.uint16),
+            np.zeros(k_max + 1, np.int64), np.empty(n_buckets, np.int64), np.empty(n_buckets, np.int64))
+
+
 @njit(nogil=True, cache=True)
 def rank_codes(start, stop, query_words, database_words_t, query_labels, database_labels_t,
                n_buckets, map_k, need, ks, want_hist, n_relevant, precision_sum, found_at_map_k,
-               found, hist_total, hist_rel):
+               found, hist_total, hist_rel, dist, counts, before, bucket, hits, start_items,
+               start_relevant):
     """Statistics of queries ``start:stop`` from packed codes (distances computed here)."""
-    n = database_words_t.shape[1]
-    dist = np.empty(n, np.uint16)
-    counts = np.zeros(n_buckets, np.int64)
-    before = np.empty(n + 1, np.int64)
-    bucket = np.empty(n + 1, np.uint16)
-    hits = np.zeros((ks[-1] if ks.size else 0) + 1, np.int64)
-    start_items = np.empty(n_buckets, np.int64)
-    start_relevant = np.empty(n_buckets, np.int64)
     for q in range(start, stop):
         distance_row(query_words[q], database_words_t, dist)
         k = scan_row(dist, query_labels[q], database_labels_t, counts, before, bucket)
@@ -165,16 +166,11 @@ def rank_codes(start, stop, query_words, database_words_t, query_labels, databas
 
 @njit(nogil=True, cache=True)
 def rank_distance_rows(start, dist_rows, query_labels, database_labels_t, n_buckets, map_k, need, ks,
-                       want_hist, n_relevant, precision_sum, found_at_map_k, found, hist_total, hist_rel):
-    """Statistics of queries ``start:start + len(dist_rows)`` from precomputed distance rows."""
-    rows, n = dist_rows.shape
-    counts = np.zeros(n_buckets, np.int64)
-    before = np.empty(n + 1, np.int64)
-    bucket = np.empty(n + 1, np.uint16)
-    hits = np.zeros((ks[-1] if ks.size else 0) + 1, np.int64)
-    start_items = np.empty(n_buckets, np.int64)
-    start_relevant = np.empty(n_buckets, np.int64)
-    for j in range(rows):
+                       want_hist, n_relevant, precision_sum, found_at_map_k, found, hist_total, hist_rel,
+                       dist, counts, before, bucket, hits, start_items, start_relevant):
+    """Statistics of queries ``start:start + len(dist_rows)`` from precomputed distance rows
+    (``dist`` is unused: the rows are the distances)."""
+    for j in range(dist_rows.shape[0]):
         q = start + j
         k = scan_row(dist_rows[j], query_labels[q], database_labels_t, counts, before, bucket)
         finish_row(q, counts, before, bucket, k, map_k, need, ks, want_hist, hits, start_items,

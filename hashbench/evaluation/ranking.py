@@ -171,6 +171,9 @@ def rank_statistics(codes: Codes | TorchDistances, labels: Labels, n_queries: in
         raise ValueError("every k must lie in 1..n_database")
     if not 1 <= map_k <= n_database:
         raise ValueError("map_k must lie in 1..n_database")
+    if n_database >= 2**32:
+        raise ValueError("the ranking pass counts items in 32-bit halves of a counter: at most "
+                         f"2**32 - 1 database items, got {n_database}")
     need = int(max(map_k, ks_arr[-1] if ks_arr.size else 1))
     n_jobs = max(1, int(n_jobs))
     cuda = isinstance(codes, TorchDistances)
@@ -192,16 +195,17 @@ def rank_statistics(codes: Codes | TorchDistances, labels: Labels, n_queries: in
     shared = (labels.query_words, labels.database_words_t, n_buckets, map_k, need, ks_arr, want_hist)
 
     def run(group: Sequence[tuple[int, int]]) -> None:
+        work = _kernels.scratch(n_database, n_buckets, int(ks_arr[-1]) if ks_arr.size else 0)
         if cuda:
             rows = np.empty((min(chunk_size, n_queries), n_database), distance_dtype(bits))
         for start, stop in group:
             if cuda:
                 block = rows[:stop - start]
                 codes.fill(start, stop, block)
-                _kernels.rank_distance_rows(start, block, *shared, *outputs)
+                _kernels.rank_distance_rows(start, block, *shared, *outputs, *work)
             else:
                 _kernels.rank_codes(start, stop, codes.query_words, codes.database_words_t, *shared,
-                                    *outputs)
+                                    *outputs, *work)
 
     chunks = [(s, min(s + chunk_size, n_queries)) for s in range(0, n_queries, chunk_size)]
     if n_jobs == 1 or len(chunks) <= 1:
