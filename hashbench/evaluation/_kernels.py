@@ -60,15 +60,23 @@ def scan_row(dist, query_labels, database_labels_t, counts, before, bucket):
     for the k-th relevant item (k = 0, 1, ...), ``before[k]``: the packed counter of its bucket
     just before it (items and relevant items at the same distance with a smaller index) and
     ``bucket[k]``: its distance. Returns the number of relevant items. Relevance = the label
-    sets intersect. The stores are unconditional (the slot is overwritten when the item is not
-    relevant): no branch to mispredict.
+    sets intersect (a query without labels has no relevant item). The stores are unconditional
+    (the slot is overwritten when the item is not relevant): no branch to mispredict.
     """
     counts[:] = 0
     n_label_words, n = database_labels_t.shape
+    # Only the words in which the query has labels matter; a query's few labels usually sit in
+    # one word (or none), and then one word plane decides relevance.
+    n_active = 0
+    active = 0
+    for w in range(n_label_words):
+        if query_labels[w] != 0:
+            n_active += 1
+            active = w
     k = 0
-    if n_label_words == 1:
-        m = query_labels[0]
-        labels = database_labels_t[0]
+    if n_active <= 1:
+        m = query_labels[active]
+        labels = database_labels_t[active]
         for i in range(n):
             d = dist[i]
             r = np.int64((m & labels[i]) != 0)
