@@ -109,6 +109,15 @@ class RunContext:
     For the report's MAP-versus-training-time figure (the ADSH paper's Fig. 3), log
     ``train_map`` and ``elapsed_seconds`` (training time so far, evaluation excluded) at
     the same step.
+
+    ``on_epoch``, when set, is the caller's per-epoch evaluation hook: the deep methods
+    (the symmetric template of ``hashbench.deep`` and ADSH) call ``on_epoch(step,
+    elapsed_seconds, method)`` once per epoch (ADSH: per outer iteration), after logging
+    that step, with ``method`` itself in a state where ``encode()`` (and, for an asymmetric
+    method, ``database_codes()``) return the codes of the model as it is at that point, so
+    the caller can compute the protocol's MAP exactly as the runner will at the end. The
+    time spent in the hook is excluded from ``elapsed_seconds``; it must not change the
+    method or draw from ``rng``. ``benchmarks/time_to_accuracy.py`` uses it.
     """
 
     seed: int = 0
@@ -116,6 +125,7 @@ class RunContext:
     scratch_dir: Path | None = None
     log_metric: Callable[[str, float, int], None] = lambda name, value, step: None
     progress: Callable[..., Iterator[Any]] = _plain_iter
+    on_epoch: Callable[[int, float, Hasher], None] | None = None
     rng: np.random.Generator = field(init=False)
 
     def __post_init__(self) -> None:

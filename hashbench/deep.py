@@ -26,7 +26,10 @@ lives here, once:
   training set. In the full training mode that is the database, as for ADSH's
   ``train_map``; in the sampled mode it is the sampled training set (a symmetric method
   never sees the rest of the database during ``fit``). The report's MAP-versus-time figure
-  (the ADSH paper's Fig. 3) reads ``train_map`` with ``elapsed_seconds``.
+  (the ADSH paper's Fig. 3) reads ``train_map`` with ``elapsed_seconds``. When
+  ``ctx.on_epoch`` is set it is called after each epoch with the method itself, whose
+  ``encode`` then gives the codes of the current network (the caller's protocol MAP); its
+  time is excluded from ``elapsed_seconds`` too.
 
 A method subclasses :class:`SymmetricDeepHasher` and supplies
 
@@ -37,7 +40,8 @@ A method subclasses :class:`SymmetricDeepHasher` and supplies
 * ``batch_loss(batch: Batch) -> Tensor``: the scalar loss of one mini-batch, from
   ``batch.outputs`` (with autograd) and the labels;
 * optionally ``activation(raw)`` (the output non-linearity, identity by default; DHN uses
-  tanh) and ``uses_memory = True`` when the loss needs the latest outputs of every
+  tanh), ``initialise(model)`` (a change to the freshly built network; DPSH scales its
+  output layer) and ``uses_memory = True`` when the loss needs the latest outputs of every
   training point (DPSH's pairs between the batch and the whole training set).
 
 ``methods/dsh.py`` is the shortest example.
@@ -161,6 +165,10 @@ class SymmetricDeepHasher(Hasher):
         Codes are ``sign(F(x))``; an activation must keep the sign (tanh does)."""
         return raw
 
+    def initialise(self, model: torch.nn.Module) -> None:
+        """Adjust the freshly built network before training (nothing here; DPSH scales its
+        output layer). Runs inside the seeded torch RNG state of ``fit``."""
+
     def validate(self) -> None:
         """Check the hyper-parameters; subclasses extend it for their own (call super)."""
         name = self.meta.name
@@ -212,6 +220,7 @@ class SymmetricDeepHasher(Hasher):
             model = build_backbone(self.backbone, self.bits, input_shape(data.inputs),
                                    pretrained=self._pretrained(), hidden=self.hidden,
                                    image_size=self.image_size).to(device)
+            self.initialise(model)
             self._train(model, data.inputs, labels, ctx, device)
         model.eval()
         self.model_ = model
@@ -239,11 +248,24 @@ class SymmetricDeepHasher(Hasher):
             self.losses_.append(loss)
             ctx.log_metric("loss", loss, epoch)
             ctx.log_metric("learning_rate", float(rates[epoch]), epoch)
-            ctx.log_metric("elapsed_seconds", time.perf_counter() - start - eval_seconds, epoch)
+            elapsed = time.perf_counter() - start - eval_seconds
+            ctx.log_metric("elapsed_seconds", elapsed, epoch)
+            eval_start = time.perf_counter()
             if self.eval_every and ((epoch + 1) % self.eval_every == 0 or epoch + 1 == self.epochs):
-                eval_start = time.perf_counter()
                 ctx.log_metric("train_map", self._train_map(model, inputs, labels, eval_idx), epoch)
-                eval_seconds += time.perf_counter() - eval_start
+            if ctx.on_epoch is not None:
+                self._call_hook(ctx, epoch, elapsed, model)
+            eval_seconds += time.perf_counter() - eval_start
+
+    def _call_hook(self, ctx: RunContext, epoch: int, elapsed: float, model: torch.nn.Module) -> None:
+        """``ctx.on_epoch(epoch, elapsed, self)`` with ``encode`` giving the current model's codes."""
+        assert ctx.on_epoch is not None
+        self.model_ = model
+        model.eval()
+        try:
+            ctx.on_epoch(epoch, elapsed, self)
+        finally:
+            model.train()
 
     def _epoch(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, inputs: Any,
                x_all: torch.Tensor | None, train_labels: torch.Tensor, memory: torch.Tensor | None,

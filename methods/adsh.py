@@ -70,7 +70,10 @@ Logged per outer iteration: ``loss`` (the objective (5)/(3) after the V-step, di
 ``learning_rate``, and with ``eval_every = k > 0`` every k iterations (and at the last)
 ``train_map``: the MAP of up to 1,000 fixed training points used as queries (codes
 ``sign(F(x))``) against the current V. It costs time and is off by default; the protocol's
-queries are not visible inside ``fit``.
+queries are not visible inside ``fit``. A caller that has them sets ``ctx.on_epoch``
+(``hashbench.api.RunContext``): it is called after every outer iteration with the method,
+whose ``encode`` and ``database_codes`` then give the current query codes and V, and its
+time is excluded from ``elapsed_seconds``.
 
 Threads: on CPU the small backbones train with one torch thread (``hashbench.backbones``
 explains why and how to override it).
@@ -441,12 +444,28 @@ class ADSH(AsymmetricHasher):
             self.losses_.append(loss)
             ctx.log_metric("loss", loss, it)
             ctx.log_metric("learning_rate", float(rates[epoch - 1]), it)
-            ctx.log_metric("elapsed_seconds", time.perf_counter() - start - eval_seconds, it)
+            elapsed = time.perf_counter() - start - eval_seconds
+            ctx.log_metric("elapsed_seconds", elapsed, it)
+            eval_start = time.perf_counter()
             if self.eval_every and ((it + 1) % self.eval_every == 0 or it + 1 == self.outer_iters):
-                eval_start = time.perf_counter()
                 ctx.log_metric("train_map", self._train_map(model, problem, eval_idx, V), it)
-                eval_seconds += time.perf_counter() - eval_start
+            if ctx.on_epoch is not None:
+                self._call_hook(ctx, it, elapsed, model, V)
+            eval_seconds += time.perf_counter() - eval_start
         return V
+
+    def _call_hook(self, ctx: RunContext, it: int, elapsed: float, model: torch.nn.Module,
+                   V: torch.Tensor) -> None:
+        """``ctx.on_epoch(it, elapsed, self)`` with ``encode`` and ``database_codes`` giving the
+        current network's query codes and the current V."""
+        assert ctx.on_epoch is not None
+        self.model_ = model
+        self.codes_ = V.cpu().numpy().astype(np.int8)
+        model.eval()
+        try:
+            ctx.on_epoch(it, elapsed, self)
+        finally:
+            model.train()
 
     def _network_epoch(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                        x_omega: torch.Tensor, U: torch.Tensor, V: torch.Tensor,

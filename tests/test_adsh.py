@@ -264,3 +264,34 @@ def test_eval_every_logs_train_map_through_the_evaluator():
     assert [s for s, _ in maps] == [1, 3, 4]
     assert all(0 < v <= 1 for _, v in maps)
 
+
+
+def test_on_epoch_hook_gets_the_current_query_network_and_v_outside_training_time(monkeypatch):
+    data, idx = _digits(300, seed=5)
+    train = TrainingData(inputs=data.features[idx], labels=data.labels[idx], indices=idx, is_database=True)
+    now = [0.0]
+
+    class Clock:  # 1 s per reading; the hook spends 1000 s more
+        @staticmethod
+        def perf_counter():
+            now[0] += 1.0
+            return now[0]
+
+    monkeypatch.setattr(adsh_module, "time", Clock)
+    logged, calls = [], []
+
+    def hook(step, elapsed, method):
+        calls.append((step, elapsed, method.encode(data.features[:40]), method.database_codes()))
+        now[0] += 1000.0
+
+    params = {"outer_iters": 4, "inner_epochs": 1, "num_samples": 150}
+    ctx = RunContext(seed=0, log_metric=lambda n, v, s: logged.append((n, v, s)), on_epoch=hook)
+    model = ADSH(bits=8, **params).fit(train, ctx)
+    assert [c[0] for c in calls] == [0, 1, 2, 3]
+    elapsed = [v for n, v, _ in logged if n == "elapsed_seconds"]
+    assert [c[1] for c in calls] == elapsed and max(elapsed) < 1000.0
+    assert not np.array_equal(calls[0][3], calls[-1][3])  # V as it is after each outer iteration
+    np.testing.assert_array_equal(calls[-1][2], model.encode(data.features[:40]))
+    np.testing.assert_array_equal(calls[-1][3], model.database_codes())
+    plain = ADSH(bits=8, **params).fit(train, RunContext(seed=0))  # the hook only observes
+    np.testing.assert_array_equal(plain.database_codes(), model.database_codes())

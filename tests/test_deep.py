@@ -119,6 +119,45 @@ def test_fit_logs_every_epoch_and_encode_is_the_sign_of_the_network_output():
     np.testing.assert_array_equal(method.encode(queries), binarize(raw))
 
 
+class _FakeClock:
+    """``time.perf_counter`` that advances 1 s per reading; ``spend`` adds more (an evaluation)."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        self.now += 1.0
+        return self.now
+
+    def spend(self, seconds):
+        self.now += seconds
+
+
+def test_on_epoch_hook_sees_the_current_network_and_its_time_is_not_training_time(monkeypatch):
+    data, idx = _digits(300)
+    train, queries = _train_data(data, idx[:250]), data.features[idx[250:]]
+    clock = _FakeClock()
+    monkeypatch.setattr("hashbench.deep.time", clock)
+    logged, calls = [], []
+
+    def hook(step, elapsed, method):
+        calls.append((step, elapsed, method.encode(queries)))
+        clock.spend(1000.0)  # a slow evaluation: must not count as training time
+
+    ctx = RunContext(seed=0, log_metric=lambda n, v, s: logged.append((n, v, s)), on_epoch=hook)
+    method = CentreHash(bits=16, epochs=4).fit(train, ctx)
+    assert [c[0] for c in calls] == [0, 1, 2, 3]
+    elapsed = [v for n, v, _ in logged if n == "elapsed_seconds"]
+    assert [c[1] for c in calls] == elapsed
+    assert max(elapsed) < 1000.0 and elapsed == sorted(elapsed)
+    assert not np.array_equal(calls[0][2], calls[-1][2])  # the network as it is at each epoch
+    np.testing.assert_array_equal(calls[-1][2], method.encode(queries))
+    # the hook observes only: the same seed without it trains the same network
+    plain = CentreHash(bits=16, epochs=4).fit(train, RunContext(seed=0))
+    np.testing.assert_array_equal(plain.encode(queries), method.encode(queries))
+    assert plain.model_.training is False and method.model_.training is False
+
+
 def test_memory_holds_the_latest_outputs_with_the_batch_rows_current():
     data, idx = _digits(140)
     method = MemoryProbe(bits=8, epochs=2, batch_size=64)

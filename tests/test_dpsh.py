@@ -96,6 +96,26 @@ def test_mini_batch_pairs_with_every_training_point_through_the_memory():
         DPSH(eta=-1.0).validate()
 
 
+def test_output_layer_starts_scaled_and_the_rest_as_built():
+    from hashbench.backbones import build_backbone
+
+    torch.manual_seed(0)
+    plain = build_backbone("mlp", 12, (64,))
+    torch.manual_seed(0)
+    scaled = build_backbone("mlp", 12, (64,))
+    method = DPSH(bits=12)
+    assert method.resolved_output_scale() == 10.0
+    assert DPSH(bits=12, backbone="alexnet").resolved_output_scale() == 1.0
+    assert DPSH(bits=12, output_scale=3.0).resolved_output_scale() == 3.0
+    method.initialise(scaled)
+    x = torch.rand(5, 64)
+    hidden = plain.net[:-1](x)
+    torch.testing.assert_close(scaled.net[:-1](x), hidden)  # only the output layer changes
+    torch.testing.assert_close(scaled(x), 10.0 * plain(x))
+    with pytest.raises(ConfigError):
+        DPSH(output_scale=0.0).validate()
+
+
 def test_training_learns_on_digits():
     logged = []
     ctx = RunContext(seed=0, log_metric=lambda n, v, s: logged.append((n, v, s)))

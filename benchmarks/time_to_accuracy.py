@@ -10,10 +10,18 @@ This script repeats the measurement on the same data and device for every method
 each with its registered defaults (MLP backbone on feature vectors). During training the
 true retrieval MAP (the protocol's queries against the database codes the method would
 return now: ADSH's learned V, ``sign(F(x))`` of the database for the others) is measured
-against the training time so far, which the methods report without the evaluation time
-(their ``elapsed_seconds``), after an epoch (an outer iteration for ADSH) whenever that time
-has grown by 15% since the last measurement, and once more at the end. A method whose
-training time passes ``--budget`` seconds is stopped there.
+against the training time so far. The methods call the public per-epoch hook
+``RunContext.on_epoch(step, elapsed_seconds, method)`` after every epoch (an outer
+iteration for ADSH) with their training time so far, the hook's own time excluded; the
+hook evaluates ``method.encode(queries)`` against ``method.database_codes()`` (ADSH) or
+``method.encode(database)`` (the others), exactly as ``hashbench run`` does at the end,
+whenever the training time has grown by 5% (and at least ``EVAL_MIN_GAP`` seconds) since
+the last measurement, and once more at the end: the times to a MAP are therefore
+overstated by at most about 5%, that gap, or one epoch (for ADSH one outer iteration, 2% of
+its training), whichever is longest, by the same rule for every method. A method whose
+training time passes ``--budget`` seconds is stopped there. All methods run in this one
+process, one after the other, on the same device with the same torch threads (one on CPU
+for the small backbones unless ``HASHBENCH_TORCH_THREADS`` says otherwise).
 
 Printed: for each method the training time, the best MAP and when it was first reached, and
 the time to reach each ``--targets`` MAP; then, for each baseline, the time it and ADSH took
@@ -29,8 +37,8 @@ classes, each class a mixture of 4 Gaussian blobs (so that a linear map is not e
 with standard deviation ``--noise``; 100 queries per class, the rest the database,
 ``--train-per-class`` per class sampled from it for training.
 
-    python benchmarks/deep_time_to_accuracy.py                                   # digits, 24 bits
-    python benchmarks/deep_time_to_accuracy.py --dataset synthetic --n 20000 --budget 120
+    python benchmarks/time_to_accuracy.py                                   # digits, 24 bits
+    python benchmarks/time_to_accuracy.py --dataset synthetic --n 20000 --budget 120
 """
 
 from __future__ import annotations
@@ -45,12 +53,13 @@ from typing import Any
 import numpy as np
 
 from hashbench import registry
-from hashbench.api import RunContext, TrainingData
+from hashbench.api import AsymmetricHasher, RunContext, TrainingData
+from hashbench.backbones import threads_for
 from hashbench.evaluation import evaluate
 
 BASELINES = ("dpsh", "dsh", "dhn")
-EVAL_GROWTH = 1.15  # evaluate when the training time has grown 15% since the last evaluation,
-EVAL_MIN_GAP = 0.05  # and by at least this many seconds: about evenly spaced on a log time axis
+EVAL_GROWTH = 1.05  # evaluate when the training time has grown 5% since the last evaluation,
+EVAL_MIN_GAP = 0.02  # and by at least this many seconds: about evenly spaced on a log time axis
 
 
 @dataclass
@@ -71,6 +80,7 @@ class Curve:
     flags: list[str] = field(default_factory=list)
     stopped: bool = False
     wall_seconds: float = 0.0
+    last_seconds: float = 0.0
 
     def time_to(self, target: float) -> float | None:
         for s, m in zip(self.seconds, self.maps, strict=True):
@@ -84,7 +94,7 @@ class Curve:
 
 
 class _OutOfTime(Exception):
-    """Raised from the evaluation hook to stop a method past the time budget."""
+    """Raised from the ``on_epoch`` hook to stop a method past the time budget."""
 
 
 def digits_data() -> Data:
@@ -124,72 +134,44 @@ def run_one(name: str, full: bool, data: Data, bits: int, seed: int, budget: flo
             device: str) -> Curve:
     cls = registry.get(name)
     curve = Curve(cls.meta.display_name("full" if full else "sampled"))
-    method = cls(bits=bits, eval_every=1)  # the hook is called every epoch / outer iteration
+    method = cls(bits=bits)  # the registered defaults
+    asymmetric = isinstance(method, AsymmetricHasher)
     train = data.database if full else data.sampled
     x_query, x_db = data.features[data.query], data.features[data.database]
     q_labels, db_labels = data.labels[data.query], data.labels[data.database]
-    elapsed, next_eval = [0.0], [0.0]
+    next_eval = [0.0]
 
-    def log_metric(metric: str, value: float, step: int) -> None:
-        if metric == "elapsed_seconds":
-            elapsed[0] = value
-
-    def record(query_codes: np.ndarray, db_codes: np.ndarray) -> float:
-        result = evaluate(query_codes, db_codes, q_labels, db_labels)
-        curve.seconds.append(elapsed[0])
+    def record(elapsed: float, fitted: Any) -> None:
+        db_codes = fitted.database_codes() if asymmetric else fitted.encode(x_db)
+        result = evaluate(fitted.encode(x_query), db_codes, q_labels, db_labels)
+        curve.seconds.append(elapsed)
         curve.maps.append(float(result.metrics["map"]))
         curve.flags = sorted(result.flags)
-        next_eval[0] = max(elapsed[0] * EVAL_GROWTH, elapsed[0] + EVAL_MIN_GAP)
-        return curve.maps[-1]
+        next_eval[0] = max(elapsed * EVAL_GROWTH, elapsed + EVAL_MIN_GAP)
 
-    def due() -> bool:
-        return elapsed[0] >= next_eval[0] or elapsed[0] > budget
-
-    def check_budget() -> None:
-        if elapsed[0] > budget:
+    def on_epoch(step: int, elapsed: float, fitted: Any) -> None:
+        curve.last_seconds = elapsed
+        if elapsed >= next_eval[0] or elapsed > budget:
+            record(elapsed, fitted)
+        if elapsed > budget:
             raise _OutOfTime
 
-    def symmetric_map(model: Any, *_: Any) -> float:
-        if not due():
-            return float("nan")
-        was_training = model.training
-        model.eval()
-        codes = method._forward_codes(model, x_query), method._forward_codes(model, x_db)
-        model.train(was_training)
-        value = record(*codes)
-        check_budget()
-        return value
-
-    def adsh_map(model: Any, problem: Any, idx: Any, V: Any) -> float:
-        if not due():
-            return float("nan")
-        was_training = model.training
-        model.eval()
-        query_codes = method._forward_codes(model, x_query)
-        model.train(was_training)
-        value = record(query_codes, V.cpu().numpy().astype(np.int8))  # V: a row per database item
-        check_budget()
-        return value
-
-    # the benchmark's hook replaces the methods' own train_map (training points as queries)
-    method._train_map = adsh_map if name == "adsh" else symmetric_map
     training = TrainingData(inputs=data.features[train], labels=data.labels[train], indices=train,
                             is_database=full)
     start = time.perf_counter()
     try:
-        method.fit(training, RunContext(seed=seed, device=device, log_metric=log_metric))
+        method.fit(training, RunContext(seed=seed, device=device, on_epoch=on_epoch))
     except _OutOfTime:
         curve.stopped = True
-    else:  # the trained method, exactly as the runner would evaluate it
-        db_codes = method.database_codes() if name == "adsh" else method.encode(x_db)
-        if not curve.seconds or curve.seconds[-1] < elapsed[0]:
-            record(method.encode(x_query), db_codes)
+    else:  # the trained method, exactly as the runner evaluates it
+        if not curve.seconds or curve.seconds[-1] < curve.last_seconds:
+            record(curve.last_seconds, method)
     curve.wall_seconds = time.perf_counter() - start
     return curve
 
 
 def fmt(seconds: float | None) -> str:
-    return f"{'never':>9s}" if seconds is None else f"{seconds:8.1f}s"
+    return f"{'never':>9s}" if seconds is None else f"{seconds:8.2f}s"
 
 
 def main() -> None:
@@ -210,14 +192,16 @@ def main() -> None:
                         help="ADSH must reach a baseline's best MAP less this")
     parser.add_argument("--methods", default="adsh,dpsh,dsh,dhn")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default="results/deep_time_to_accuracy")
+    parser.add_argument("--out", default="results/time_to_accuracy")
     args = parser.parse_args()
 
     data = digits_data() if args.dataset == "digits" else synthetic_data(
         args.n, args.dim, args.noise, args.train_per_class, args.seed)
     targets = [float(t) for t in args.targets.split(",")]
     names = args.methods.split(",")
-    print(f"{data.description}; {args.bits} bits, seed {args.seed}, device {args.device}, "
+    threads = threads_for("mlp", args.device)
+    print(f"{data.description}; {args.bits} bits, seed {args.seed}, device {args.device} "
+          f"({'default' if threads is None else threads} torch thread(s) for every method), "
           f"budget {args.budget:.0f} s per method")
     runs = [(name, True) for name in names if name == "adsh"]
     for name in (n for n in names if n != "adsh"):
