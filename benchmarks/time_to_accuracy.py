@@ -39,6 +39,8 @@ with standard deviation ``--noise``; 100 queries per class, the rest the databas
 
     python benchmarks/time_to_accuracy.py                                   # digits, 24 bits
     python benchmarks/time_to_accuracy.py --dataset synthetic --n 20000 --budget 120
+    python benchmarks/time_to_accuracy.py --dataset synthetic --n 60000 --budget 150 \
+        --methods adsh,dsh,dhn                      # a CIFAR-10-sized database (59,000)
 """
 
 from __future__ import annotations
