@@ -33,7 +33,8 @@ training or encoding ends. On CUDA the setting is left alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,8 @@ SMALL_BACKBONES = ("mlp", "cnn")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 THREADS_ENV = "HASHBENCH_TORCH_THREADS"
+EVAL_QUERIES = 1000  # training points used as queries for ``train_map``
+DEVICE_INPUTS_BYTES = 1 << 29  # training inputs up to 512 MiB are moved to the device at once
 
 
 # ---------------------------------------------------------------- the networks
@@ -294,3 +297,46 @@ def network_codes(model: nn.Module, inputs: Any, bits: int, backbone: str,
     if not chunks:
         return np.zeros((0, bits), np.int8)
     return binarize(np.concatenate(chunks))
+
+
+# ---------------------------------------------------------------- per-step training log
+
+
+def eval_points(n: int, seed: int) -> np.ndarray:
+    """The sorted training points (at most :data:`EVAL_QUERIES` of ``n``) used as queries for
+    ``train_map``, drawn from their own random stream so that training is unchanged."""
+    rng = np.random.default_rng([seed, 1])
+    return np.sort(rng.choice(n, size=min(EVAL_QUERIES, n), replace=False))
+
+
+class StepLog:
+    """The per-step log shared by ADSH (a step = an outer iteration) and the symmetric deep
+    template (a step = an epoch): ``loss``, ``learning_rate`` and ``elapsed_seconds``
+    (training time since construction, evaluation excluded), ``train_map`` every
+    ``eval_every`` steps and at the last, and the caller's ``ctx.on_epoch`` hook, called with
+    the network in eval mode (train mode is restored). Time spent on ``train_map`` and in the
+    hook is not training time.
+    """
+
+    def __init__(self, ctx: Any, eval_every: int, steps: int) -> None:
+        self.ctx, self.eval_every, self.steps = ctx, eval_every, steps
+        self.start, self.eval_seconds = time.perf_counter(), 0.0
+
+    def log(self, step: int, loss: float, rate: float, model: nn.Module, method: Any,
+            train_map: Callable[[], float]) -> None:
+        """Log step ``step``; the method must already give the current codes (``encode``)."""
+        ctx = self.ctx
+        ctx.log_metric("loss", loss, step)
+        ctx.log_metric("learning_rate", rate, step)
+        elapsed = time.perf_counter() - self.start - self.eval_seconds
+        ctx.log_metric("elapsed_seconds", elapsed, step)
+        eval_start = time.perf_counter()
+        if self.eval_every and ((step + 1) % self.eval_every == 0 or step + 1 == self.steps):
+            ctx.log_metric("train_map", train_map(), step)
+        if ctx.on_epoch is not None:
+            model.eval()
+            try:
+                ctx.on_epoch(step, elapsed, method)
+            finally:
+                model.train()
+        self.eval_seconds += time.perf_counter() - eval_start

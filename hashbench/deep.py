@@ -49,7 +49,6 @@ A method subclasses :class:`SymmetricDeepHasher` and supplies
 
 from __future__ import annotations
 
-import time
 from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -60,17 +59,17 @@ from torch.nn import functional as F
 
 from hashbench.api import Hasher, RunContext, TrainingData
 from hashbench.backbones import (
+    DEVICE_INPUTS_BYTES,
+    StepLog,
     build_backbone,
     cpu_threads,
+    eval_points,
     input_shape,
     network_codes,
     threads_for,
     to_batch,
 )
 from hashbench.errors import ConfigError, DataError
-
-EVAL_QUERIES = 1000
-_DEVICE_INPUTS_BYTES = 1 << 29  # training inputs up to 512 MiB are moved to the device at once
 
 
 @dataclass
@@ -235,10 +234,10 @@ class SymmetricDeepHasher(Hasher):
         optimizer = torch.optim.SGD(model.parameters(), lr=self.learning_rate,
                                     momentum=self.momentum, weight_decay=self.weight_decay)
         rates = learning_rates(self.learning_rate, self.learning_rate_end, self.epochs)
-        eval_idx = self._eval_points(n, ctx)
+        eval_idx = eval_points(n, ctx.seed) if self.eval_every else None
         bounds = batch_bounds(n, self.batch_size)
         self.losses_: list[float] = []
-        start, eval_seconds = time.perf_counter(), 0.0  # evaluation time is not training time
+        log = StepLog(ctx, self.eval_every, self.epochs)
         for epoch in ctx.progress(range(self.epochs), total=self.epochs, desc=self.meta.name):
             for group in optimizer.param_groups:
                 group["lr"] = float(rates[epoch])
@@ -246,26 +245,9 @@ class SymmetricDeepHasher(Hasher):
             loss = self._epoch(model, optimizer, inputs, x_all, train_labels, memory,
                                [order[lo:hi] for lo, hi in bounds], epoch, device)
             self.losses_.append(loss)
-            ctx.log_metric("loss", loss, epoch)
-            ctx.log_metric("learning_rate", float(rates[epoch]), epoch)
-            elapsed = time.perf_counter() - start - eval_seconds
-            ctx.log_metric("elapsed_seconds", elapsed, epoch)
-            eval_start = time.perf_counter()
-            if self.eval_every and ((epoch + 1) % self.eval_every == 0 or epoch + 1 == self.epochs):
-                ctx.log_metric("train_map", self._train_map(model, inputs, labels, eval_idx), epoch)
-            if ctx.on_epoch is not None:
-                self._call_hook(ctx, epoch, elapsed, model)
-            eval_seconds += time.perf_counter() - eval_start
-
-    def _call_hook(self, ctx: RunContext, epoch: int, elapsed: float, model: torch.nn.Module) -> None:
-        """``ctx.on_epoch(epoch, elapsed, self)`` with ``encode`` giving the current model's codes."""
-        assert ctx.on_epoch is not None
-        self.model_ = model
-        model.eval()
-        try:
-            ctx.on_epoch(epoch, elapsed, self)
-        finally:
-            model.train()
+            self.model_ = model  # encode() gives the current codes to ctx.on_epoch
+            log.log(epoch, loss, float(rates[epoch]), model, self,
+                    lambda: self._train_map(model, inputs, labels, eval_idx))
 
     def _epoch(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, inputs: Any,
                x_all: torch.Tensor | None, train_labels: torch.Tensor, memory: torch.Tensor | None,
@@ -291,15 +273,9 @@ class SymmetricDeepHasher(Hasher):
         """All training inputs as one tensor on the device when they are an array that fits."""
         if not isinstance(inputs, np.ndarray):
             return None
-        if inputs.size * 4 > _DEVICE_INPUTS_BYTES:  # as float32
+        if inputs.size * 4 > DEVICE_INPUTS_BYTES:  # as float32
             return None
         return to_batch(inputs, np.arange(len(inputs)), device)
-
-    def _eval_points(self, n: int, ctx: RunContext) -> np.ndarray | None:
-        if not self.eval_every:
-            return None
-        rng = np.random.default_rng([ctx.seed, 1])  # separate stream: training is unchanged
-        return np.sort(rng.choice(n, size=min(EVAL_QUERIES, n), replace=False))
 
     def _train_map(self, model: torch.nn.Module, inputs: Any, labels: np.ndarray,
                    eval_idx: np.ndarray) -> float:

@@ -81,7 +81,6 @@ explains why and how to override it).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,8 +89,11 @@ import torch
 
 from hashbench.api import AsymmetricHasher, MethodMeta, RunContext, TrainingData
 from hashbench.backbones import (
+    DEVICE_INPUTS_BYTES,
+    StepLog,
     build_backbone,
     cpu_threads,
+    eval_points,
     input_shape,
     network_codes,
     threads_for,
@@ -100,9 +102,7 @@ from hashbench.backbones import (
 from hashbench.errors import ConfigError, DataError
 from hashbench.registry import register
 
-EVAL_QUERIES = 1000
 _CHUNK_ENTRIES = 1 << 22  # group-similarity entries materialised at once (32 MB as float64)
-_DEVICE_INPUTS_BYTES = 1 << 29  # Omega's inputs up to 512 MiB are moved to the device at once
 _BIT_BLOCK = 16  # V-step: bits per block (one matrix product per block, see update_codes)
 
 
@@ -419,9 +419,9 @@ class ADSH(AsymmetricHasher):
                                     momentum=self.momentum, weight_decay=self.weight_decay)
         rates = learning_rates(self.learning_rate, self.learning_rate_end,
                                self.outer_iters * self.inner_epochs)
-        eval_idx = self._eval_points(problem, ctx)
+        eval_idx = eval_points(problem.n_query, ctx.seed) if self.eval_every else None
         self.losses_: list[float] = []
-        start, eval_seconds = time.perf_counter(), 0.0  # evaluation time is not training time
+        log = StepLog(ctx, self.eval_every, self.outer_iters)
         epoch = 0
         for it in ctx.progress(range(self.outer_iters), total=self.outer_iters, desc="adsh"):
             omega = np.sort(ctx.rng.choice(problem.n_query, size=m, replace=False))
@@ -429,7 +429,7 @@ class ADSH(AsymmetricHasher):
                                     problem.db_groups, device)
             omega_db = torch.from_numpy(omega).to(device) if problem.query_is_database else None
             x_omega = to_batch(problem.query_inputs, omega)  # on the host; batches move to the device
-            if x_omega.numel() * x_omega.element_size() <= _DEVICE_INPUTS_BYTES:
+            if x_omega.numel() * x_omega.element_size() <= DEVICE_INPUTS_BYTES:
                 x_omega = x_omega.to(device)
             U = torch.zeros(m, c, dtype=torch.float64, device=device)
             model.train()
@@ -442,30 +442,11 @@ class ADSH(AsymmetricHasher):
                 epoch += 1
             loss = self._objective(V, U, block, omega_db, gamma)
             self.losses_.append(loss)
-            ctx.log_metric("loss", loss, it)
-            ctx.log_metric("learning_rate", float(rates[epoch - 1]), it)
-            elapsed = time.perf_counter() - start - eval_seconds
-            ctx.log_metric("elapsed_seconds", elapsed, it)
-            eval_start = time.perf_counter()
-            if self.eval_every and ((it + 1) % self.eval_every == 0 or it + 1 == self.outer_iters):
-                ctx.log_metric("train_map", self._train_map(model, problem, eval_idx, V), it)
-            if ctx.on_epoch is not None:
-                self._call_hook(ctx, it, elapsed, model, V)
-            eval_seconds += time.perf_counter() - eval_start
+            if ctx.on_epoch is not None:  # encode() and database_codes() give the current codes
+                self.model_, self.codes_ = model, V.cpu().numpy().astype(np.int8)
+            log.log(it, loss, float(rates[epoch - 1]), model, self,
+                    lambda: self._train_map(model, problem, eval_idx, V))
         return V
-
-    def _call_hook(self, ctx: RunContext, it: int, elapsed: float, model: torch.nn.Module,
-                   V: torch.Tensor) -> None:
-        """``ctx.on_epoch(it, elapsed, self)`` with ``encode`` and ``database_codes`` giving the
-        current network's query codes and the current V."""
-        assert ctx.on_epoch is not None
-        self.model_ = model
-        self.codes_ = V.cpu().numpy().astype(np.int8)
-        model.eval()
-        try:
-            ctx.on_epoch(it, elapsed, self)
-        finally:
-            model.train()
 
     def _network_epoch(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                        x_omega: torch.Tensor, U: torch.Tensor, V: torch.Tensor,
@@ -501,13 +482,6 @@ class ADSH(AsymmetricHasher):
         if omega_db is not None:
             value = value + gamma * ((V[omega_db] - U) ** 2).sum()
         return float(value) / (U.shape[0] * V.shape[0])
-
-    def _eval_points(self, problem: _Problem, ctx: RunContext) -> np.ndarray | None:
-        if not self.eval_every:
-            return None
-        rng = np.random.default_rng([ctx.seed, 1])  # separate stream: training is unchanged
-        count = min(EVAL_QUERIES, problem.n_query)
-        return np.sort(rng.choice(problem.n_query, size=count, replace=False))
 
     def _train_map(self, model: torch.nn.Module, problem: _Problem, idx: np.ndarray,
                    V: torch.Tensor) -> float:

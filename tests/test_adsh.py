@@ -277,7 +277,7 @@ def test_on_epoch_hook_gets_the_current_query_network_and_v_outside_training_tim
             now[0] += 1.0
             return now[0]
 
-    monkeypatch.setattr(adsh_module, "time", Clock)
+    monkeypatch.setattr("hashbench.backbones.time", Clock)  # the training clock (StepLog)
     logged, calls = [], []
 
     def hook(step, elapsed, method):

@@ -137,7 +137,7 @@ def test_on_epoch_hook_sees_the_current_network_and_its_time_is_not_training_tim
     data, idx = _digits(300)
     train, queries = _train_data(data, idx[:250]), data.features[idx[250:]]
     clock = _FakeClock()
-    monkeypatch.setattr("hashbench.deep.time", clock)
+    monkeypatch.setattr("hashbench.backbones.time", clock)  # the training clock (StepLog)
     logged, calls = [], []
 
     def hook(step, elapsed, method):
