@@ -152,34 +152,37 @@ def finish_row(q, counts, before, bucket, k, map_k, need, ks, want_hist, hits, s
 
 
 def scratch(n_database, n_buckets, k_max):
-    """Per-worker scratch of :func:`rank_codes` / :func:`rank_distance_rows`, allocated by the
-    caller with numpy (so that memory tracing sees it): about 12 bytes per database item."""
-    return (np.empty(n_database, np.uint16), np.zeros(n_buckets, np.int64),
-            np.empty(n_database + 1, np.int64), np.empty(n_database + 1, np.uint16),
-            np.zeros(k_max + 1, np.int64), np.empty(n_buckets, np.int64), np.empty(n_buckets, np.int64))
+    """Per-worker scratch of :func:`rank_row` (counts, before, bucket, hits, start_items,
+    start_relevant), allocated by the caller with numpy so that memory tracing sees it:
+    about 10 bytes per database item."""
+    return (np.zeros(n_buckets, np.int64), np.empty(n_database + 1, np.int64),
+            np.empty(n_database + 1, np.uint16), np.zeros(k_max + 1, np.int64),
+            np.empty(n_buckets, np.int64), np.empty(n_buckets, np.int64))
 
 
 @njit(nogil=True, cache=True)
-def rank_codes(start, stop, query_words, database_words_t, query_labels, database_labels_t,
-               n_buckets, map_k, need, ks, want_hist, n_relevant, precision_sum, found_at_map_k,
-               found, hist_total, hist_rel, dist, counts, before, bucket, hits, start_items,
-               start_relevant):
-    """Statistics of queries ``start:stop`` from packed codes (distances computed here)."""
+def rank_row(q, dist, query_labels, database_labels_t, map_k, need, ks, want_hist, n_relevant,
+             precision_sum, found_at_map_k, found, hist_total, hist_rel, counts, before, bucket, hits,
+             start_items, start_relevant):
+    """Statistics of query ``q`` from its distances to every database item: :func:`scan_row`
+    then :func:`finish_row`."""
+    k = scan_row(dist, query_labels[q], database_labels_t, counts, before, bucket)
+    finish_row(q, counts, before, bucket, k, map_k, need, ks, want_hist, hits, start_items,
+               start_relevant, n_relevant, precision_sum, found_at_map_k, found, hist_total, hist_rel)
+
+
+@njit(nogil=True, cache=True)
+def rank_codes(start, stop, query_words, database_words_t, dist, *args):
+    """Statistics of queries ``start:stop`` from packed codes (distances computed here into the
+    (n,) uint16 scratch ``dist``); ``args`` are :func:`rank_row`'s arguments after ``dist``."""
     for q in range(start, stop):
         distance_row(query_words[q], database_words_t, dist)
-        k = scan_row(dist, query_labels[q], database_labels_t, counts, before, bucket)
-        finish_row(q, counts, before, bucket, k, map_k, need, ks, want_hist, hits, start_items,
-                   start_relevant, n_relevant, precision_sum, found_at_map_k, found, hist_total, hist_rel)
+        rank_row(q, dist, *args)
 
 
 @njit(nogil=True, cache=True)
-def rank_distance_rows(start, dist_rows, query_labels, database_labels_t, n_buckets, map_k, need, ks,
-                       want_hist, n_relevant, precision_sum, found_at_map_k, found, hist_total, hist_rel,
-                       dist, counts, before, bucket, hits, start_items, start_relevant):
-    """Statistics of queries ``start:start + len(dist_rows)`` from precomputed distance rows
-    (``dist`` is unused: the rows are the distances)."""
+def rank_distance_rows(start, dist_rows, *args):
+    """Statistics of queries ``start:start + len(dist_rows)`` from precomputed distance rows;
+    ``args`` are :func:`rank_row`'s arguments after ``dist``."""
     for j in range(dist_rows.shape[0]):
-        q = start + j
-        k = scan_row(dist_rows[j], query_labels[q], database_labels_t, counts, before, bucket)
-        finish_row(q, counts, before, bucket, k, map_k, need, ks, want_hist, hits, start_items,
-                   start_relevant, n_relevant, precision_sum, found_at_map_k, found, hist_total, hist_rel)
+        rank_row(start + j, dist_rows[j], *args)

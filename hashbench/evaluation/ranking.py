@@ -192,20 +192,22 @@ def rank_statistics(codes: Codes | TorchDistances, labels: Labels, n_queries: in
     )
     outputs = (stats.n_relevant, stats.precision_sum, stats.found_at_map_k, stats.found,
                stats.hist_total, stats.hist_rel)
-    shared = (labels.query_words, labels.database_words_t, n_buckets, map_k, need, ks_arr, want_hist)
+    shared = (labels.query_words, labels.database_words_t, map_k, need, ks_arr, want_hist)
 
     def run(group: Sequence[tuple[int, int]]) -> None:
-        work = _kernels.scratch(n_database, n_buckets, int(ks_arr[-1]) if ks_arr.size else 0)
+        args = (*shared, *outputs, *_kernels.scratch(n_database, n_buckets,
+                                                      int(ks_arr[-1]) if ks_arr.size else 0))
         if cuda:
             rows = np.empty((min(chunk_size, n_queries), n_database), distance_dtype(bits))
+        else:
+            dist = np.empty(n_database, np.uint16)
         for start, stop in group:
             if cuda:
                 block = rows[:stop - start]
                 codes.fill(start, stop, block)
-                _kernels.rank_distance_rows(start, block, *shared, *outputs, *work)
+                _kernels.rank_distance_rows(start, block, *args)
             else:
-                _kernels.rank_codes(start, stop, codes.query_words, codes.database_words_t, *shared,
-                                    *outputs, *work)
+                _kernels.rank_codes(start, stop, codes.query_words, codes.database_words_t, dist, *args)
 
     chunks = [(s, min(s + chunk_size, n_queries)) for s in range(0, n_queries, chunk_size)]
     if n_jobs == 1 or len(chunks) <= 1:
