@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from hashbench.evaluation import _kernels
+from hashbench.evaluation.search import as_words
 
 # CUDA path: bytes of distance rows copied from the device per chunk.
 _CHUNK_BUDGET_BYTES = 32 * 2**20
@@ -77,15 +78,14 @@ class RankStats:
 
 
 def pack_words(bits_01: np.ndarray) -> np.ndarray:
-    """Rows of booleans (n, m) as (n, ceil(m / 64)) uint64 words; bit i of a row in word i // 64.
+    """Rows of booleans (n, m) as (n, max(1, ceil(m / 64))) uint64 words; bit i of a row in word
+    i // 64 (:func:`~.search.as_words` of the little-endian packed bytes).
 
     Pad bits are 0 on every row, so they add nothing to a distance or an intersection.
     """
     rows = np.asarray(bits_01, dtype=bool)
-    n_words = max(1, -(-rows.shape[1] // 64))
-    padded = np.zeros((rows.shape[0], n_words * 64), np.bool_)
-    padded[:, :rows.shape[1]] = rows
-    return np.packbits(padded, axis=1, bitorder="little").view(np.uint64)
+    packed = np.packbits(rows, axis=1, bitorder="little")
+    return as_words(packed if packed.shape[1] else np.zeros((rows.shape[0], 1), np.uint8))
 
 
 class Labels:
