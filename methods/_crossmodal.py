@@ -17,6 +17,11 @@ Conventions shared by every class:
   factorisations (``S = 2 L~ L~^T - 1``), sampled column blocks (DLFH) or row blocks over a
   bounded sample (SePH).
 
+Sources: the equations and constants below were checked against the authors' public code where
+it could be read (CMFH ``solveCMFH.m``; SCM ``trainSCM_seq.m``; SePH ``minKLD.m`` and a driver
+calling it; DLFH ``DLFH_demo.m``, ``DLFH_algo.m``, the Python demo); the papers themselves were
+not available, so no paper equation numbers are quoted. Each docstring says which is which.
+
 Notation: ``X`` (n, d_x) image features, ``Y`` (n, d_y) text features, ``L`` (n, K) labels,
 ``c`` = bits, ``L~`` the rows of ``L`` scaled to unit length.
 """
@@ -174,8 +179,8 @@ def itq_rotation(v: np.ndarray, rotation: np.ndarray, n_iter: int) -> tuple[np.n
 
 
 class CCAHash(_CrossModalHasher):
-    """CCA hashing, optionally with an ITQ rotation (CCA-ITQ; Gong, Lazebnik, Gordo & Perronnin,
-    TPAMI 2013, sec. 4, used cross-modally on both views).
+    """CCA hashing, optionally with an ITQ rotation (CCA-ITQ of Gong, Lazebnik, Gordo & Perronnin,
+    TPAMI 2013, used cross-modally: one rotation shared by both views).
 
     1. Centre each view on its training mean; covariances ``Cxx = X^T X / n + r_x I``,
        ``Cyy = Y^T Y / n + r_y I``, ``Cxy = X^T Y / n`` with the ridge ``r = reg * tr(C) / d``
@@ -247,7 +252,7 @@ class CMFH(_CrossModalHasher):
 
     Rows are samples: ``X1`` (n, d1) image, ``X2`` (n, d2) text, both centred on the training
     mean; ``V`` (n, c) the unified latent factors, ``U_t`` (c, d_t) bases, ``P_t`` (d_t, c) hash
-    projections. The objective (paper eq. 5; the authors' ``solveCMFH.m`` header)::
+    projections. The objective (as stated in the header of the authors' ``solveCMFH.m``)::
 
         O = lam ||X1 - V U1||^2 + (1 - lam) ||X2 - V U2||^2
             + mu (||V - X1 P1||^2 + ||V - X2 P2||^2)
@@ -339,10 +344,10 @@ class CMFH(_CrossModalHasher):
 class SCM(_CrossModalHasher):
     """SCM-Seq: semantic correlation maximisation, sequential variant (Zhang & Li, AAAI 2014).
 
-    Semantic similarity ``S = 2 L~ L~^T - 1 1^T`` (cosine of label vectors mapped to [-1, 1],
-    paper sec. 3.1). Hash functions ``h_x(x) = sgn(x wx)``, ``h_y(y) = sgn(y wy)`` on features
+    Semantic similarity ``S = 2 L~ L~^T - 1 1^T`` (cosine of label vectors mapped to [-1, 1]).
+    Hash functions ``h_x(x) = sgn(x wx)``, ``h_y(y) = sgn(y wy)`` on features
     centred by the training mean. SCM maximises the agreement of ``sgn(X Wx) sgn(Y Wy)^T`` with
-    ``c S``; SCM-Seq learns one bit at a time (paper sec. 3.3, Algorithm 2): with the residual
+    ``c S``; SCM-Seq learns one bit at a time: with the residual
     ``R_t = c S - sum_{k<t} b_x^k b_y^k^T``, bit t solves the generalised eigenproblem
 
         max wx^T X^T R_t Y wy   s.t.  wx^T (X^T X + lam I) wx = wy^T (Y^T Y + lam I) wy = 1
@@ -409,7 +414,7 @@ class SCM(_CrossModalHasher):
 
 def seph_cost_and_gradient(h: np.ndarray, lt: np.ndarray, alpha: float,
                            block: int = 512) -> tuple[float, np.ndarray]:
-    """SePH's objective (CVPR 2015, eqs. 1-5) and its gradient, by row blocks (no n x n matrix).
+    """SePH's objective (CVPR 2015) and its gradient, by row blocks (no n x n matrix).
 
     ``p_ij = a_ij / sum_{k != l} a_kl`` with ``a_ij = l~_i^T l~_j`` (cosine of label vectors),
     ``p_ii = 0``; ``q_ij = num_ij / Z`` with ``num_ij = 1 / (1 + ||h_i - h_j||^2 / 4)`` (a
@@ -483,7 +488,7 @@ def kernel_logistic_regression(k: np.ndarray, k0: np.ndarray, targets: np.ndarra
 class SePH(_CrossModalHasher):
     """SePH: semantics-preserving hashing (Lin, Ding, Hu & Wang, CVPR 2015).
 
-    Step 1, codes of the training items (paper sec. 3.1-3.2): minimise
+    Step 1, codes of the training items: minimise
     ``KL(P || Q) + alpha' ||(|H| - 1)||^2`` over the relaxed codes ``H`` (n_s, c), P from the
     labels (cosine affinities, normalised to a distribution), Q from the relaxed Hamming
     distances (:func:`seph_cost_and_gradient`). Optimiser as in the authors' ``minKLD.m`` (a
@@ -497,11 +502,12 @@ class SePH(_CrossModalHasher):
     authors' driver) training items are drawn from ``rng`` and used; nothing n x n is stored
     (row blocks), the time is O(n_s^2 c) per iteration.
 
-    Step 2, hash functions (sec. 3.3): per view, RBF kernel features against ``n_anchors``
+    Step 2, hash functions: per view, RBF kernel features against ``n_anchors``
     (500) anchors, ``exp(-||x - a||^2 / (2 s))`` with ``s`` the mean squared distance between the
     sampled training items (the authors' driver uses that mean as the kernel parameter; the
     factor 2 is our reading of its kernel helper), features centred on the training mean first;
-    anchors ``"random"`` (SePH_rnd) or ``"kmeans"`` (SePH_km: k-means centres). One kernel
+    anchors ``"random"`` (SePH_rnd) or ``"kmeans"`` (SePH_km: k-means centres; 20 Lloyd iterations
+    here, the authors' driver runs MATLAB's kmeans for up to 100). One kernel
     logistic regression per bit (:func:`kernel_logistic_regression`, C = 0.01, no bias, as
     the driver). Codes ``sgn(k(x) w)``.
 
@@ -615,7 +621,7 @@ def dlfh_update_codes(codes: np.ndarray, others: np.ndarray, s_block: np.ndarray
     ``theta = (lam / c) codes others^T`` the log-likelihood as a function of column k is concave
     with curvature >= -(lam/c)^2 m / 4 per entry (``a (1 - a) <= 1/4``), so it is minorised by
     ``L(u) >= L(u0) + g^T (u - u0) - (m lam^2 / 8c^2) ||u - u0||^2``. Over u in {-1, +1}^n the
-    minoriser is maximised by (paper sec. III-B)::
+    minoriser is maximised by::
 
         u_k = sgn(g + (m lam^2 / 4c^2) u_k0),   g = (lam / c) (S - sigmoid(theta)) others[:, k]
 
@@ -645,7 +651,7 @@ _DLFH_FULL_MAX = 4096
 class DLFH(_CrossModalHasher):
     """DLFH: discrete latent factor hashing (Jiang & Li, TIP 2019; code jiangqy/DLFH-TIP2019).
 
-    Model (paper sec. III-A): image codes ``U`` and text codes ``V`` in {-1, +1}^{n x c},
+    Model: image codes ``U`` and text codes ``V`` in {-1, +1}^{n x c},
     ``theta_ij = (lam / c) u_i^T v_j``, ``p(s_ij = 1) = sigmoid(theta_ij)`` where ``s_ij = 1`` iff
     image i and text j share a label; maximise the log-likelihood
     ``sum_ij [s_ij theta_ij - log(1 + e^theta_ij)]`` (:func:`dlfh_log_likelihood`) directly over
