@@ -63,13 +63,41 @@ def _open(cls, root: Path, train: bool, download: bool):
         raise DataError(
             f"CIFAR-10 not found or incomplete in {root} (expected {LAYOUT}): {exc}"
         ) from None
-    except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as exc:
+    except KeyError as exc:
+        raise DataError(_missing_key(root / "cifar-10-batches-py", str(exc.args[0]) if exc.args else "?",
+                                     train)) from None
+    except (pickle.UnpicklingError, EOFError, ValueError) as exc:
         raise DataError(f"corrupt CIFAR-10 file under {root / 'cifar-10-batches-py'}: {exc}") from None
     except OSError as exc:  # download failed: no network
         raise DataError(
             f"CIFAR-10 is not in {root} (expected {LAYOUT}) and the download failed "
             f"({exc}); put the extracted python-version archive there"
         ) from None
+
+
+_KEYS = {"data": "data", "labels": "labels", "fine_labels": "labels", "label_names": "label_names"}
+
+
+def _missing_key(base: Path, key: str, train: bool) -> str:
+    """Which batch file lacks ``key`` and which keys it has (e.g. Python 3 bytes keys b'data')."""
+    wanted = _KEYS.get(key, key)
+    names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+    if wanted == "label_names":
+        names = ["batches.meta"]
+    for name in names:
+        try:
+            with open(base / name, "rb") as handle:
+                entry = pickle.load(handle, encoding="latin1")
+        except Exception:  # noqa: BLE001 - any unreadable file is reported by the generic message
+            continue
+        if isinstance(entry, dict) and wanted not in entry:
+            found = ", ".join(repr(k) for k in list(entry)[:8]) or "none"
+            hint = ""
+            if wanted.encode() in entry:
+                hint = ("; its keys are bytes (pickled from a dict loaded with encoding='bytes'): "
+                        "re-save it with str keys")
+            return f"corrupt CIFAR-10 file {base / name}: no key {wanted!r} (found keys: {found}){hint}"
+    return f"corrupt CIFAR-10 file under {base}: missing key {wanted!r}"
 
 
 def load_cifar10(root: Path | None = None, download: str = "auto") -> Dataset:
