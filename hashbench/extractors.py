@@ -6,7 +6,8 @@ Three declared choices (:data:`EXTRACTORS`):
   AlexNet (:mod:`hashbench.features`); needs the ImageNet weights (cached or downloadable).
 - ``hog``: histograms of oriented gradients (Dalal & Triggs 2005) by
   :func:`skimage.feature.hog`; no weights, fully offline.
-- ``pixels-pca``: raw pixels scaled to [0, 1], PCA-whitened; no weights, fully offline.
+- ``pixels-pca``: raw pixels scaled to [0, 1], projected on their leading principal
+  components (not whitened, see below); no weights, fully offline.
 
 Both offline extractors work on the images at a *working size*: the first image's size when
 neither side exceeds a limit (HOG: :data:`MAX_SIDE` = 64 pixels; pixels-pca:
@@ -26,12 +27,18 @@ pixel, the gradient of the channel with the largest magnitude. Dimensions: 28 x 
 mean mu and covariance C = (X - mu)^T (X - mu) / (m - 1) of a fitting sample of
 m = min(n, 10,000) items drawn without replacement with ``numpy.random.default_rng(0)``;
 eigen-decomposition C = V diag(lambda) V^T (from the SVD of the centred sample when
-m < d: the same eigenpairs); features z = (x - mu) V_k diag(lambda_k + eps)^(-1/2)
-with k = min(256, d, m - 1) leading components and eps = 1e-5 (each eigenvector's sign is
-fixed so that its largest-magnitude entry is positive). The fitting sample is drawn from all
-items, queries included: PCA is unsupervised preprocessing, fitted on the whole unlabelled
-collection as such preprocessing is usually done (and as the paper's ImageNet features
-never saw the split either); no label is used.
+m < d: the same eigenpairs); features z = (x - mu) V_k with k = min(256, d, m - 1)
+leading components (each eigenvector's sign is fixed so that its largest-magnitude entry is
+positive). The fitting sample is drawn from all items, queries included: PCA is
+unsupervised preprocessing, and fitting it on the whole unlabelled collection is how such
+preprocessing is usually done; no label is used.
+
+The components are **not whitened**: dividing each by its standard deviation gives the
+many low-variance (mostly noise) directions the same weight as the few informative ones,
+and variance-driven methods then hash noise. Measured on Fashion-MNIST (protocol
+``fashion-mnist``, ITQ, seed 0, MAP at 12 / 32 bits): whitened 256-d 0.108 / 0.125 (chance
+is 0.10); this projection 0.448 / 0.469, about raw 784-d pixels' 0.451 / 0.475 (HOG: 0.477 /
+0.514).
 
 Every result is cached as ``.npy`` under ``$HASHBENCH_CACHE`` (default
 ``~/.cache/hashbench``)``/features``, keyed by the dataset name, the exact image collection
@@ -66,7 +73,7 @@ PCA_MAX_SIDE = 32  # pixels-pca: d <= 3,072, so the d x d scatter stays at 75 MB
 CHUNK = 1024
 HOG_PARAMS = {"orientations": 9, "pixels_per_cell": (4, 4), "cells_per_block": (2, 2),
               "block_norm": "L2-Hys", "transform_sqrt": False}
-PCA_PARAMS = {"max_dim": 256, "fit_items": 10_000, "fit_seed": 0, "eps": 1e-5}
+PCA_PARAMS = {"max_dim": 256, "fit_items": 10_000, "fit_seed": 0}
 
 
 def _plain(iterable: Iterable[Any], total: int | None = None, desc: str = "") -> Iterator[Any]:
@@ -99,9 +106,9 @@ def describe(name: str, pretrained: bool = True, image_size: int | None = None) 
                 f"{size.format(MAX_SIDE)})")
     if name == "pixels-pca":
         p = PCA_PARAMS
-        return (f"pixels-pca v{VERSION} (pixels/255, PCA-whitened to min({p['max_dim']}, d) dims, "
-                f"eps {p['eps']:g}, fitted on min(n, {p['fit_items']}) items drawn with seed "
-                f"{p['fit_seed']}; {size.format(PCA_MAX_SIDE)})")
+        return (f"pixels-pca v{VERSION} (pixels/255 projected on the top min({p['max_dim']}, d) "
+                f"principal components, not whitened, fitted on min(n, {p['fit_items']}) items "
+                f"drawn with seed {p['fit_seed']}; {size.format(PCA_MAX_SIDE)})")
     from hashbench import features
 
     return (f"{features.BACKBONE} ({features.weights_tag(pretrained)}, "
@@ -226,7 +233,8 @@ def hog_features(images: Any, progress: Callable[..., Iterator[Any]] = _plain) -
 
 
 def pixels_pca_features(images: Any, progress: Callable[..., Iterator[Any]] = _plain) -> np.ndarray:
-    """PCA-whitened pixels (n, k) float32, parameters :data:`PCA_PARAMS` (module docstring)."""
+    """Pixels projected on their top principal components (n, k) float32, parameters
+    :data:`PCA_PARAMS` (module docstring)."""
     shape = working_size(images, PCA_MAX_SIDE)
     n, d = len(images), int(np.prod(shape))
     m = min(n, PCA_PARAMS["fit_items"])
@@ -244,21 +252,18 @@ def pixels_pca_features(images: Any, progress: Callable[..., Iterator[Any]] = _p
             scatter += x.T @ x
         mean = total / m
         eigvals, eigvecs = np.linalg.eigh((scatter - m * np.outer(mean, mean)) / (m - 1))
-        order = np.argsort(eigvals)[::-1][:k]
-        eigvals, vecs = eigvals[order], eigvecs[:, order]
+        vecs = eigvecs[:, np.argsort(eigvals)[::-1][:k]]
     else:  # fewer items than pixels: the same eigenpairs from the SVD of the m x d sample
         x = np.concatenate([_chunk(images, fit[start:start + CHUNK], shape).reshape(-1, d) / 255.0
                             for start in blocks])
         mean = x.mean(axis=0)
-        _, sing, vt = np.linalg.svd(x - mean, full_matrices=False)
-        eigvals, vecs = sing[:k] ** 2 / (m - 1), vt[:k].T
+        vecs = np.linalg.svd(x - mean, full_matrices=False)[2][:k].T
     signs = np.sign(vecs[np.abs(vecs).argmax(axis=0), np.arange(k)])
     vecs = vecs * np.where(signs == 0, 1.0, signs)
-    whiten = vecs / np.sqrt(np.clip(eigvals, 0.0, None) + PCA_PARAMS["eps"])
     out = np.empty((n, k), dtype=np.float32)
     for idx in _chunks(n, progress, "pixels-pca features"):
         x = _chunk(images, idx, shape).reshape(-1, d) / 255.0
-        out[idx] = (x - mean) @ whiten
+        out[idx] = (x - mean) @ vecs
     return out
 
 
