@@ -53,10 +53,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from hashbench.api import AsymmetricHasher, RunContext, TrainingData, binarize
+from hashbench.api import AsymmetricHasher, RunContext, TrialData, binarize
 from hashbench.errors import ConfigError, positive_int_env
 
 EXTENSIONS = ("trees", "linear")
+TREE_BACKENDS = ("lightgbm", "xgboost-multi")
 THREADS_ENV = "HASHBENCH_THREADS"
 _CHUNK_ROWS = 8192
 # Below this many feature cells (rows x dims) LightGBM runs on one thread: on small data the
@@ -92,7 +93,7 @@ def _as_bits(codes: np.ndarray) -> np.ndarray:
 
 
 class BoostedTrees:
-    """One gradient-boosted tree classifier per bit (LightGBM), fitted to learned codes.
+    """Gradient-boosted tree classifiers fitted to learned codes, one output per bit.
 
     Each bit ``k`` is a binary problem with label ``codes[:, k] > 0``; the hash bit of a new
     point is +1 when the classifier's raw score (log-odds) is positive. A bit that is
@@ -100,15 +101,33 @@ class BoostedTrees:
     problems). ``sample_weight`` (``(n,)`` shared or ``(n, bits)`` per bit) weights the
     examples, as FastH's step 2 does.
 
+    Settings (the defaults are the reference: FastH's 200 rounds of depth-4 trees on every
+    input feature, one LightGBM model per bit):
+
+    * ``pca_dims``: if set, the trees are trained on the top ``pca_dims`` principal components
+      of the training inputs (:class:`PrincipalProjection`, fitted once per ``fit`` and kept
+      for prediction) instead of the raw ``d`` features. The per-round cost of a tree is about
+      linear in the number of features, so 4,096 -> 128 dims divides it by about 30.
+    * ``backend``: ``"lightgbm"`` (one single-output model per bit) or ``"xgboost-multi"``
+      (XGBoost ``hist`` with ``multi_strategy="multi_output_tree"``: one ensemble whose trees
+      have a vector of ``bits`` leaf values, so one histogram set per round serves every bit;
+      ``fit`` only, since ``fit_bit``'s bit-by-bit use needs one model per bit, and no
+      per-bit sample weights). XGBoost runs on the GPU when ``device="auto"`` finds one.
+    * ``early_stopping_rounds``: if > 0, ``validation_fraction`` of the training rows (a
+      seeded draw) are held out and boosting stops once their log-loss has not improved for
+      that many rounds; the model keeps the best round.
+    * ``feature_fraction``: LightGBM's per-tree feature sampling (seeded); ``max_bin``: the
+      histogram bins per feature.
+
     Cost is about linear in rows x features x rounds x bits: at 59,000 x 4,096 a round takes
-    about a second on two cores, so 200 rounds x 48 bits take hours there.
-    ``feature_fraction`` < 1 (LightGBM's per-tree feature sampling, seeded) divides the
-    per-round cost by about its inverse; the default 1.0 uses every feature, as FastH does.
+    about a second on two cores, so the reference 200 rounds x 48 bits take hours there.
     """
 
     def __init__(self, n_rounds: int = 200, max_depth: int = 4, learning_rate: float = 0.1,
                  feature_fraction: float = 1.0, min_child_samples: int = 20, max_bin: int = 255,
-                 n_jobs: int | None = None) -> None:
+                 n_jobs: int | None = None, pca_dims: int | None = None,
+                 backend: str = "lightgbm", early_stopping_rounds: int = 0,
+                 validation_fraction: float = 0.1, device: str = "auto") -> None:
         self.n_rounds = n_rounds
         self.max_depth = max_depth
         self.learning_rate = learning_rate
@@ -116,9 +135,17 @@ class BoostedTrees:
         self.min_child_samples = min_child_samples
         self.max_bin = max_bin
         self.n_jobs = n_jobs
+        self.pca_dims = pca_dims
+        self.backend = backend
+        self.early_stopping_rounds = early_stopping_rounds
+        self.validation_fraction = validation_fraction
+        self.device = device
         self.models_: list[Any] = []
+        self.projection_: PrincipalProjection | None = None
+        self.rounds_: list[int] = []
         self._train_set: Any = None
         self._train_ref: Any = None
+        self._reduced: np.ndarray | None = None
         self._weighted = False
 
     def _threads(self, n_cells: int) -> int:
@@ -141,11 +168,38 @@ class BoostedTrees:
             "verbose": -1,
         }
 
-    def _dataset(self, x: np.ndarray, label: np.ndarray) -> Any:
+    def _check(self) -> None:
+        if self.backend not in TREE_BACKENDS:
+            raise ConfigError(f"tree backend must be one of {', '.join(TREE_BACKENDS)}, "
+                              f"got {self.backend!r}")
+        if self.pca_dims is not None and self.pca_dims < 1:
+            raise ConfigError(f"pca_dims must be positive or None, got {self.pca_dims}")
+        if self.early_stopping_rounds and not 0.0 < self.validation_fraction < 0.5:
+            raise ConfigError(f"validation_fraction must be in (0, 0.5), got {self.validation_fraction}")
+
+    def _inputs(self, x: np.ndarray, seed: int) -> np.ndarray:
+        """The tree inputs of the training rows ``x``: ``x`` itself, or its principal
+        components (the projection fitted on the first call for this ``x`` object)."""
+        if self.pca_dims is None or self.pca_dims >= x.shape[1]:
+            self.projection_ = None
+            return x
+        if self._reduced is not None and self._train_ref is not None and self._train_ref() is x:
+            return self._reduced
+        if self.projection_ is None or not self.models_:  # earlier bits keep their projection
+            self.projection_ = PrincipalProjection(self.pca_dims).fit(x, seed=seed)
+        self._reduced = self.projection_.transform(x)
+        self._train_set = None
+        self._train_ref = weakref.ref(x)
+        return self._reduced
+
+    def _tree_inputs(self, x: np.ndarray) -> np.ndarray:
+        return x if self.projection_ is None else self.projection_.transform(x)
+
+    def _dataset(self, x: np.ndarray, label: np.ndarray, key: np.ndarray) -> Any:
         """The binned training set of ``x``, built once and reused for every bit."""
         import lightgbm as lgb
 
-        if self._train_set is None or self._train_ref is None or self._train_ref() is not x:
+        if self._train_set is None or self._train_ref is None or self._train_ref() is not key:
             self._train_set = lgb.Dataset(
                 x, label=label, free_raw_data=True,
                 params={"max_bin": self.max_bin, "verbose": -1,
@@ -153,7 +207,7 @@ class BoostedTrees:
                         "num_threads": self._threads(x.size),
                         "min_data_in_leaf": self.min_child_samples},
             )
-            self._train_ref = weakref.ref(x)  # identity only: never keeps the features alive
+            self._train_ref = weakref.ref(key)  # identity only: never keeps the features alive
             self._weighted = False
         else:
             self._train_set.set_label(label)
@@ -163,8 +217,12 @@ class BoostedTrees:
                 sample_weight: np.ndarray | None = None) -> np.ndarray:
         """Append a classifier for one more bit; return its {-1, +1} predictions on ``x``.
 
-        Calls on the same ``x`` object share one binned dataset; :meth:`release` frees it.
+        Calls on the same ``x`` object share one binned dataset (and one principal
+        projection with ``pca_dims``); :meth:`release` frees it. LightGBM only.
         """
+        self._check()
+        if self.backend != "lightgbm":
+            raise ConfigError(f"fit_bit needs the lightgbm tree backend, not {self.backend!r}")
         x = _features(x)
         label = (np.asarray(bit).reshape(-1) > 0).astype(np.float64)
         if len(label) != len(x):
@@ -172,53 +230,120 @@ class BoostedTrees:
         if label.min() == label.max():
             self.models_.append(1.0 if label[0] > 0 else -1.0)
             return np.full(len(x), 1 if label[0] > 0 else -1, dtype=np.int8)
-        booster = self._train(x, label, seed, sample_weight)
-        return binarize(booster.predict(x, raw_score=True, num_threads=self._threads(x.size)))
+        inputs = self._inputs(x, seed)
+        booster = self._train(inputs, x, label, seed, sample_weight)
+        return binarize(booster.predict(inputs, raw_score=True,
+                                        num_threads=self._threads(inputs.size)))
 
-    def _train(self, x: np.ndarray, label: np.ndarray, seed: int,
+    def _train(self, inputs: np.ndarray, key: np.ndarray, label: np.ndarray, seed: int,
                sample_weight: np.ndarray | None) -> Any:
         import lightgbm as lgb
 
-        data = self._dataset(x, label)
+        weight = None
         if sample_weight is not None:
             weight = np.asarray(sample_weight, np.float64).reshape(-1)
-            if len(weight) != len(x):
-                raise ValueError(f"sample_weight has {len(weight)} rows, features have {len(x)}")
-            data.set_weight(weight)
-            self._weighted = True
-        elif self._weighted:  # a shared dataset keeps the weights of an earlier bit
-            data.set_weight(np.ones(len(x)))
-        booster = lgb.train(self._params(seed, self._threads(x.size)), data,
-                            num_boost_round=self.n_rounds)
+            if len(weight) != len(inputs):
+                raise ValueError(f"sample_weight has {len(weight)} rows, features have {len(inputs)}")
+        params = self._params(seed, self._threads(inputs.size))
+        if self.early_stopping_rounds:
+            train_rows, valid_rows = _holdout(len(inputs), self.validation_fraction, seed)
+            data_params = {"max_bin": self.max_bin, "verbose": -1, "num_threads": params["num_threads"],
+                           "bin_construct_sample_cnt": _BIN_SAMPLE_ROWS,
+                           "min_data_in_leaf": self.min_child_samples}
+            train = lgb.Dataset(inputs[train_rows], label=label[train_rows], params=data_params,
+                                weight=None if weight is None else weight[train_rows])
+            valid = lgb.Dataset(inputs[valid_rows], label=label[valid_rows], reference=train,
+                                weight=None if weight is None else weight[valid_rows])
+            booster = lgb.train(params | {"metric": "binary_logloss"}, train,
+                                num_boost_round=self.n_rounds, valid_sets=[valid],
+                                callbacks=[lgb.early_stopping(self.early_stopping_rounds,
+                                                              verbose=False)])
+            self.rounds_.append(int(booster.best_iteration or self.n_rounds))
+        else:
+            data = self._dataset(inputs, label, key)
+            if weight is not None:
+                data.set_weight(weight)
+                self._weighted = True
+            elif self._weighted:  # a shared dataset keeps the weights of an earlier bit
+                data.set_weight(np.ones(len(inputs)))
+            booster = lgb.train(params, data, num_boost_round=self.n_rounds)
+            self.rounds_.append(self.n_rounds)
         self.models_.append(booster)
         return booster
 
     def fit(self, x: np.ndarray, codes: np.ndarray, seed: int = 0,
             sample_weight: np.ndarray | None = None) -> BoostedTrees:
-        """Fit one classifier per column of ``codes`` (all bits, replacing earlier fits)."""
+        """Fit every column of ``codes`` (all bits, replacing earlier fits)."""
+        self._check()
         codes = _as_bits(codes)
         x = _features(x)
-        self.models_ = []
+        self.models_, self.rounds_ = [], []
+        self.release()
+        inputs = self._inputs(x, seed)
         weights = None if sample_weight is None else np.asarray(sample_weight, np.float64)
-        for k in range(codes.shape[1]):
-            w = weights[:, k] if weights is not None and weights.ndim == 2 else weights
-            label = (codes[:, k] > 0).astype(np.float64)
-            if label.min() == label.max():
-                self.models_.append(1.0 if label[0] > 0 else -1.0)
-            else:
-                self._train(x, label, seed + k, w)
+        if self.backend == "xgboost-multi":
+            if weights is not None and weights.ndim == 2:
+                raise ConfigError("the xgboost-multi tree backend takes one weight per row, "
+                                  "not per bit")
+            self.models_ = [self._fit_multi(inputs, codes, seed, weights)]
+        else:
+            for k in range(codes.shape[1]):
+                w = weights[:, k] if weights is not None and weights.ndim == 2 else weights
+                label = (codes[:, k] > 0).astype(np.float64)
+                if label.min() == label.max():
+                    self.models_.append(1.0 if label[0] > 0 else -1.0)
+                else:
+                    self._train(inputs, x, label, seed + k, w)
         self.release()
         return self
+
+    def _fit_multi(self, inputs: np.ndarray, codes: np.ndarray, seed: int,
+                   weight: np.ndarray | None) -> _MultiOutputTrees:
+        import xgboost as xgb
+
+        labels = (codes > 0).astype(np.float32)
+        constant = labels.min(axis=0) == labels.max(axis=0)
+        device = _xgboost_device(self.device)
+        params = {
+            "tree_method": "hist", "multi_strategy": "multi_output_tree",
+            "objective": "binary:logistic", "eval_metric": "logloss",
+            "max_depth": self.max_depth, "eta": self.learning_rate, "max_bin": self.max_bin,
+            "min_child_weight": 0.0, "colsample_bytree": self.feature_fraction,
+            "nthread": self._threads(inputs.size), "seed": seed, "device": device,
+        }
+        kept = np.flatnonzero(~constant)
+        booster, rounds = None, 0
+        if len(kept):
+            y = labels[:, kept]
+            if self.early_stopping_rounds:
+                train_rows, valid_rows = _holdout(len(inputs), self.validation_fraction, seed)
+                w = (None, None) if weight is None else (weight[train_rows], weight[valid_rows])
+                train = xgb.QuantileDMatrix(inputs[train_rows], label=y[train_rows], weight=w[0],
+                                            max_bin=self.max_bin)
+                valid = xgb.DMatrix(inputs[valid_rows], label=y[valid_rows], weight=w[1])
+                booster = xgb.train(params, train, num_boost_round=self.n_rounds,
+                                    evals=[(valid, "valid")], verbose_eval=False,
+                                    early_stopping_rounds=self.early_stopping_rounds)
+                rounds = int(booster.best_iteration) + 1
+            else:
+                train = xgb.QuantileDMatrix(inputs, label=y, weight=weight, max_bin=self.max_bin)
+                booster = xgb.train(params, train, num_boost_round=self.n_rounds)
+                rounds = self.n_rounds
+        self.rounds_ = [rounds] * codes.shape[1]
+        return _MultiOutputTrees(booster, kept, np.where(labels[0] > 0, 1.0, -1.0), rounds)
 
     def release(self) -> None:
         """Drop the binned training set that :meth:`fit_bit` calls share (``fit`` does this
         itself; call it after the last ``fit_bit``)."""
         self._train_set = self._train_ref = None
+        self._reduced = None
         self._weighted = False
 
     def decision_function(self, x: np.ndarray) -> np.ndarray:
         """Raw scores (log-odds of bit = +1), shape ``(n, bits)``."""
-        x = _features(x)
+        x = self._tree_inputs(_features(x))
+        if len(self.models_) == 1 and isinstance(self.models_[0], _MultiOutputTrees):
+            return self.models_[0].scores(x, self._threads(x.size))
         scores = np.empty((len(x), len(self.models_)), dtype=np.float64)
         for k, model in enumerate(self.models_):
             if isinstance(model, float):
@@ -230,6 +355,84 @@ class BoostedTrees:
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Codes: int8 ``(n, bits)`` in {-1, +1}."""
         return binarize(self.decision_function(x))
+
+
+class _MultiOutputTrees:
+    """One XGBoost multi-output ensemble; constant bits get their constant score."""
+
+    def __init__(self, booster: Any, kept: np.ndarray, constant: np.ndarray, rounds: int) -> None:
+        self.booster, self.kept, self.constant, self.rounds = booster, kept, constant, rounds
+
+    def scores(self, x: np.ndarray, threads: int) -> np.ndarray:
+        import xgboost as xgb
+
+        out = np.tile(self.constant, (len(x), 1))
+        if self.booster is not None:
+            self.booster.set_param({"nthread": threads})
+            margin = self.booster.predict(xgb.DMatrix(x), output_margin=True,
+                                          iteration_range=(0, self.rounds))
+            out[:, self.kept] = np.asarray(margin, dtype=np.float64).reshape(len(x), -1)
+        return out
+
+
+def _holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded split of ``range(n)`` into training rows and ``fraction`` held-out rows."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_valid = max(1, int(round(n * fraction)))
+    return np.sort(order[n_valid:]), np.sort(order[:n_valid])
+
+
+def _xgboost_device(device: str) -> str:
+    """``"auto"``: ``"cuda"`` when XGBoost was built with CUDA and a GPU is visible, else
+    ``"cpu"``; any other value is passed through."""
+    if device != "auto":
+        return device
+    try:
+        import xgboost as xgb
+
+        if not xgb.build_info().get("USE_CUDA"):
+            return "cpu"
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except Exception:  # noqa: BLE001 - no GPU stack: the CPU is always there
+        return "cpu"
+
+
+class PrincipalProjection:
+    """Centre and project on the top-``dims`` principal directions (float32 output).
+
+    Fitted on at most ``max_rows`` rows (a seeded sample) by a randomised range finder with
+    ``power_iters`` power iterations (Halko, Martinsson & Tropp 2011): it needs only products
+    with the data, never a ``d x d`` matrix or a centred copy of the inputs.
+    """
+
+    def __init__(self, dims: int, max_rows: int = 10_000, power_iters: int = 2) -> None:
+        self.dims = dims
+        self.max_rows = max_rows
+        self.power_iters = power_iters
+
+    def fit(self, x: np.ndarray, seed: int = 0) -> PrincipalProjection:
+        rng = np.random.default_rng(seed)
+        rows = np.sort(rng.choice(len(x), size=min(self.max_rows, len(x)), replace=False))
+        sample = np.asarray(x[rows], dtype=np.float32)
+        self.mean_ = sample.mean(axis=0, dtype=np.float64).astype(np.float32)
+        sample -= self.mean_
+        k = min(self.dims + 10, *sample.shape)
+        basis = np.linalg.qr(sample @ rng.standard_normal((x.shape[1], k)).astype(np.float32))[0]
+        for _ in range(self.power_iters):
+            basis = np.linalg.qr(sample.T @ basis)[0]
+            basis = np.linalg.qr(sample @ basis)[0]
+        _, _, vt = np.linalg.svd(basis.T @ sample, full_matrices=False)
+        self.components_ = np.ascontiguousarray(vt[: self.dims].T, dtype=np.float32)
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        out = np.empty((len(x), self.components_.shape[1]), dtype=np.float32)
+        for start in range(0, len(x), _CHUNK_ROWS):
+            chunk = np.asarray(x[start:start + _CHUNK_ROWS], dtype=np.float32)
+            out[start:start + len(chunk)] = (chunk - self.mean_) @ self.components_
+        return out
 
 
 class LinearProjection:
@@ -337,15 +540,17 @@ class TwoStepHasher(AsymmetricHasher):
     def _regression_targets(self, codes: np.ndarray) -> np.ndarray:
         return codes
 
-    def fit(self, data: TrainingData, ctx: RunContext) -> TwoStepHasher:
-        self.standardiser_ = Standardiser().fit(data.inputs)
-        x = self.standardiser_.transform(data.inputs)
-        labels = np.asarray(data.labels)
+    def fit(self, data: TrialData, ctx: RunContext) -> TwoStepHasher:
+        inputs = data.train.inputs
+        self.standardiser_ = Standardiser().fit(inputs)
+        x = self.standardiser_.transform(inputs)
+        labels = np.asarray(data.train.labels)
         codes = self._learn_codes(x, labels, ctx)
         extension = self._extension(*x.shape)
         targets = codes if isinstance(extension, BoostedTrees) else self._regression_targets(codes)
         extension.fit(x, targets, seed=int(ctx.rng.integers(2**31 - 1)))
         self.codes_ = codes
+        self.learned_indices_ = np.asarray(data.train.indices)
         self.extension_ = extension
         return self
 

@@ -1,0 +1,228 @@
+"""Cost of the ADSH paper's shallow baselines at CIFAR-10 size, before and after issue 14.
+
+For every shallow method of the paper's Tables 1 and 2 (Table 1, sampled training set:
+ITQ, Lin:Lin, LFH, FastH, SDH, COSDISH, KADGH; Table 2, the whole database: Lin:V, LFH-D,
+SDH-D, COSDISH-D, KADGH-D) this script times fit, query encoding, database encoding and
+evaluation on synthetic class-structured features of CIFAR-10's shape (59,000 database
+items + 1,000 queries, 4,096-d float32, 10 classes; sampled mode trains on 5,000 of the
+database, full mode on all of it), at 12 and 48 bits, one seed, under two settings:
+
+* ``before``: the methods' defaults (the reference: boosted trees on all 4,096 input
+  features, ``tree_pca_dims=None`` for LFH, COSDISH and FastH);
+* ``after``: the issue-14 speed options (``AFTER``: trees on the top 128 principal components).
+
+Each trial runs in a fresh process (peak resident memory, ``ru_maxrss``, belongs to it).
+Multi-hour "before" trials can be cut: ``--tree-rounds R`` trains R boosting rounds instead
+of 200 and *projects* the tree time to 200 rounds (tree seconds x 200 / R, counted by a
+timer around every tree fit); projected numbers are marked ``*``. The MAP of a cut trial is
+the MAP of the cut model (marked too): compare MAPs only between uncut trials.
+
+Finally it prints the projected wall time of the whole CIFAR-10 Table 1 + Table 2 shallow
+grid (4 bit lengths x 5 seeds): per method and mode, the 12- and 48-bit trial times
+interpolated linearly in the bit count for 24 and 32 bits, times 5 seeds.
+
+Synthetic data: 32 latent dims, class means N(0, I), within-class spread 1.5, lifted to
+4,096 dims with unit noise and a ReLU (like fc7 features): hard enough that the MAP is
+not saturated (LFH 12 bits about 0.8, not 1.0).
+
+Examples::
+
+    .venv/bin/python benchmarks/paper_cost.py --quick                  # smoke check, ~minutes
+    nice -n 10 .venv/bin/python benchmarks/paper_cost.py               # the full comparison
+    .venv/bin/python benchmarks/paper_cost.py --methods lfh --modes full --bits 48 \\
+        --settings before --tree-rounds 5                              # a projected trial
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+TABLE1 = ("itq", "linlin", "lfh", "fasth", "sdh", "cosdish", "kadgh")  # sampled training set
+TABLE2 = ("linv", "lfh", "sdh", "cosdish", "kadgh")  # the whole database ("-D", Lin:V)
+TREE_METHODS = {"lfh": "tree_rounds", "cosdish": "tree_rounds", "fasth": "n_rounds"}
+REFERENCE_ROUNDS = 200
+# the "after" setting: trees on 128 principal components (an option; the defaults are "before")
+AFTER = {"lfh": {"tree_pca_dims": 128}, "cosdish": {"tree_pca_dims": 128},
+         "fasth": {"tree_pca_dims": 128}}
+GRID_BITS = (12, 24, 32, 48)
+GRID_SEEDS = 5
+
+
+def synthetic(n: int, dim: int, classes: int = 10, seed: int = 0, latent: int = 32,
+              spread: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
+    """Class-structured ReLU features (module docstring), float32, and one-hot labels."""
+    rng = np.random.default_rng(seed)
+    target = rng.integers(0, classes, n)
+    fixed = np.random.default_rng(12345)  # the same class structure for every draw
+    means = fixed.standard_normal((classes, latent)).astype(np.float32)
+    lift = (fixed.standard_normal((latent, dim)) / np.sqrt(latent)).astype(np.float32)
+    x = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, 4096):  # in chunks: no n x d temporaries
+        stop = min(start + 4096, n)
+        z = means[target[start:stop]] + spread * rng.standard_normal((stop - start, latent),
+                                                                     dtype=np.float32)
+        x[start:stop] = z @ lift + rng.standard_normal((stop - start, dim), dtype=np.float32)
+        np.maximum(x[start:stop], 0.0, out=x[start:stop])
+    return x, np.eye(classes, dtype=np.uint8)[target]
+
+
+def _tree_timer() -> dict[str, float]:
+    """Count the seconds spent boosting (every LightGBM / XGBoost fit of BoostedTrees)."""
+    from hashbench import oos
+
+    spent = {"seconds": 0.0}
+    for name in ("_train", "_fit_multi"):
+        original = getattr(oos.BoostedTrees, name, None)
+        if original is None:
+            continue
+
+        def timed(self, *args, _original=original, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return _original(self, *args, **kwargs)
+            finally:
+                spent["seconds"] += time.perf_counter() - t0
+
+        setattr(oos.BoostedTrees, name, timed)
+    return spent
+
+
+def run_trial(args: argparse.Namespace) -> dict[str, object]:
+    from hashbench import registry
+    from hashbench.api import RunContext
+    from hashbench.datasets.base import Dataset
+    from hashbench.evaluation import evaluate
+    from hashbench.protocol import get_protocol, materialise
+    from hashbench.runner import fit_and_encode
+
+    spent = _tree_timer()
+    n_total = args.n_database + args.n_queries
+    x, labels = synthetic(n_total, args.dim)
+    protocol = get_protocol("adsh2018-cifar10").with_overrides(
+        {"query.per_class": args.n_queries // 10, "train.per_class": args.n_train // 10}
+    ).with_train_mode(args.mode)
+    split = materialise(protocol, labels)
+    dataset = Dataset(name="synthetic-cifar10", labels=labels, features=x)
+    params = dict(AFTER.get(args.method, {})) if args.setting == "after" else {}
+    rounds = REFERENCE_ROUNDS
+    if args.method in TREE_METHODS and args.tree_rounds:
+        params[TREE_METHODS[args.method]] = rounds = args.tree_rounds
+    method = registry.get(args.method)(bits=args.bits, **params)
+    t0 = time.perf_counter()
+    query_codes, db_codes, timings = fit_and_encode(method, dataset, split, RunContext(seed=0))
+    wall = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    result = evaluate(query_codes, db_codes, labels[split.query], labels[split.database],
+                      map_only=True)
+    timings["evaluate_seconds"] = time.perf_counter() - t0
+    projected = rounds != REFERENCE_ROUNDS
+    extra = spent["seconds"] * (REFERENCE_ROUNDS / rounds - 1.0) if projected else 0.0
+    return {
+        "method": args.method, "mode": args.mode, "bits": args.bits, "setting": args.setting,
+        "params": {k: v for k, v in vars(method).items() if not k.startswith("_") and not k.endswith("_")},
+        "train_seconds": timings["train_seconds"] + extra,
+        "tree_seconds": spent["seconds"] * REFERENCE_ROUNDS / rounds,
+        "encode_query_seconds": timings["encode_query_seconds"],
+        "encode_database_seconds": timings["encode_database_seconds"],
+        "evaluate_seconds": timings["evaluate_seconds"],
+        "trial_seconds": wall + timings["evaluate_seconds"] + extra,
+        "projected": projected, "rounds_run": rounds,
+        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "map": result.metrics["map"],
+    }
+
+
+def _trials(args: argparse.Namespace) -> list[tuple[str, str]]:
+    methods = None if args.methods == "all" else set(args.methods.split(","))
+    out = []
+    for mode, table in (("sampled", TABLE1), ("full", TABLE2)):
+        if mode not in args.modes.split(","):
+            continue
+        out += [(m, mode) for m in table if methods is None or m in methods]
+    return out
+
+
+def _grid_hours(rows: list[dict[str, object]], setting: str) -> float | None:
+    """Projected hours of the 4-bit-length x 5-seed grid from the 12- and 48-bit trials."""
+    by_key: dict[tuple[str, str], dict[int, float]] = {}
+    for r in rows:
+        if r["setting"] == setting:
+            by_key.setdefault((r["method"], r["mode"]), {})[int(r["bits"])] = float(r["trial_seconds"])
+    total = 0.0
+    for times in by_key.values():
+        if len(times) < 2:
+            return None
+        (b0, t0), (b1, t1) = sorted(times.items())[0], sorted(times.items())[-1]
+        for bits in GRID_BITS:
+            total += t0 + (t1 - t0) * (bits - b0) / max(b1 - b0, 1)
+    return total * GRID_SEEDS / 3600
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--methods", default="all")
+    parser.add_argument("--modes", default="sampled,full")
+    parser.add_argument("--bits", default="12,48")
+    parser.add_argument("--settings", default="before,after")
+    parser.add_argument("--n-database", type=int, default=59000)
+    parser.add_argument("--n-queries", type=int, default=1000)
+    parser.add_argument("--n-train", type=int, default=5000)
+    parser.add_argument("--dim", type=int, default=4096)
+    parser.add_argument("--tree-rounds", type=int, default=0,
+                        help="boosting rounds to run (0: the reference 200); time projected to 200")
+    parser.add_argument("--quick", action="store_true",
+                        help="2,000 database items, 200 queries, 500 training points, 256 dims, "
+                             "20 tree rounds")
+    parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.quick:
+        args.n_database, args.n_queries, args.n_train, args.dim = 2000, 200, 500, 256
+        args.tree_rounds = args.tree_rounds or 20
+    if args.worker:
+        args.method, args.mode, bits, args.setting = args.worker
+        args.bits = int(bits)
+        print(json.dumps(run_trial(args), default=str))
+        return
+    print(f"synthetic {args.n_database} + {args.n_queries} x {args.dim}, train {args.n_train} "
+          f"(sampled) / all (full); {os.cpu_count()} CPUs", flush=True)
+    rows = []
+    for method, mode in _trials(args):
+        for bits in args.bits.split(","):
+            for setting in args.settings.split(","):
+                cmd = [sys.executable, __file__, "--worker", method, mode, bits, setting,
+                       "--n-database", str(args.n_database), "--n-queries", str(args.n_queries),
+                       "--n-train", str(args.n_train), "--dim", str(args.dim),
+                       "--tree-rounds", str(args.tree_rounds)]
+                out = subprocess.run(cmd, capture_output=True, text=True)
+                if out.returncode:
+                    print(f"{method} {mode} {bits} {setting}: FAILED\n{out.stderr[-1500:]}", flush=True)
+                    continue
+                row = json.loads(out.stdout.strip().splitlines()[-1])
+                rows.append(row)
+                mark = "*" if row["projected"] else ""
+                print(f"{method:8s} {mode:7s} {bits:>2s} {setting:6s} "
+                      f"trial {row['trial_seconds']:8.1f}s{mark} (fit {row['train_seconds']:.1f}{mark}, "
+                      f"trees {row['tree_seconds']:.1f}{mark}, query {row['encode_query_seconds']:.1f}, "
+                      f"db {row['encode_database_seconds']:.1f}, eval {row['evaluate_seconds']:.1f}) "
+                      f"peak {row['peak_mib']:.0f} MiB  MAP {row['map']:.4f}{mark}", flush=True)
+    for setting in args.settings.split(","):
+        hours = _grid_hours(rows, setting)
+        if hours is not None:
+            print(f"projected grid (Tables 1+2 shallow, {len(GRID_BITS)} bit lengths x {GRID_SEEDS} "
+                  f"seeds), {setting}: {hours:.2f} h", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1, default=str)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Fast paths of issue 14 (paper-scale speed): trees on principal components, the XGBoost
+multi-output backend, early stopping. Agreement checks only; timings live in
+benchmarks/paper_cost.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hashbench.errors import ConfigError
+from hashbench.oos import BoostedTrees, PrincipalProjection
+
+
+def _problem(n: int = 600, d: int = 40, bits: int = 6, seed: int = 0):
+    """Codes from ``bits`` fixed random hyperplanes (the same for every ``seed``)."""
+    mix = np.random.default_rng(100).standard_normal((d, bits))
+    x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    codes = np.where(x @ mix > 0, 1, -1).astype(np.int8)
+    return x, codes
+
+
+def test_principal_projection_recovers_a_low_rank_subspace():
+    rng = np.random.default_rng(1)
+    basis = np.linalg.qr(rng.standard_normal((30, 3)))[0]
+    x = (rng.standard_normal((500, 3)) * [5.0, 3.0, 2.0]) @ basis.T + 0.01 * rng.standard_normal((500, 30))
+    proj = PrincipalProjection(3).fit(x.astype(np.float32), seed=0)
+    # the fitted directions span the same subspace: projecting the basis keeps its norm
+    overlap = np.linalg.norm(proj.components_.T @ basis, axis=0)
+    assert np.all(overlap > 0.99)
+    z = proj.transform(x)
+    assert z.shape == (500, 3) and z.dtype == np.float32
+    assert abs(float(z.mean())) < 1e-3
+
+
+def test_default_trees_use_the_raw_features():
+    x, codes = _problem()
+    trees = BoostedTrees(n_rounds=20).fit(x, codes)
+    assert trees.projection_ is None
+    assert trees.rounds_ == [20] * codes.shape[1]
+
+
+def _low_rank(n: int, seed: int, d: int = 40, rank: int = 8, bits: int = 6):
+    """Features with ``rank`` informative directions (as deep features mostly are) plus small
+    noise; codes from hyperplanes in that subspace."""
+    fixed = np.random.default_rng(100)
+    lift, mix = fixed.standard_normal((rank, d)), fixed.standard_normal((rank, bits))
+    rng = np.random.default_rng(seed)
+    latent = rng.standard_normal((n, rank))
+    x = (latent @ lift + 0.1 * rng.standard_normal((n, d))).astype(np.float32)
+    return x, np.where(latent @ mix > 0, 1, -1).astype(np.int8)
+
+
+def test_pca_trees_fit_the_codes_and_agree_with_raw_trees():
+    x, codes = _low_rank(600, seed=0)
+    raw = BoostedTrees(n_rounds=60).fit(x, codes, seed=3)
+    pca = BoostedTrees(n_rounds=60, pca_dims=20).fit(x, codes, seed=3)
+    assert pca.projection_ is not None and pca.projection_.components_.shape == (40, 20)
+    held_out, truth = _low_rank(400, seed=9)
+    assert np.mean(pca.predict(x) == codes) > 0.95
+    # generalisation to the true codes of new points: no worse than trees on the raw inputs
+    assert np.mean(pca.predict(held_out) == truth) > np.mean(raw.predict(held_out) == truth) - 0.05
+
+
+def test_fit_bit_with_pca_keeps_one_projection_for_all_bits():
+    x, codes = _problem()
+    trees = BoostedTrees(n_rounds=20, pca_dims=10)
+    trees.fit_bit(x, codes[:, 0], seed=0)
+    first = trees.projection_
+    out = trees.fit_bit(x, codes[:, 1], seed=1)
+    assert trees.projection_ is first
+    trees.release()
+    assert out.shape == (len(x),) and set(np.unique(out)) <= {-1, 1}
+    assert trees.decision_function(x).shape == (len(x), 2)
+
+
+def test_early_stopping_keeps_the_best_round_and_fits():
+    x, codes = _problem()
+    trees = BoostedTrees(n_rounds=300, learning_rate=0.3, early_stopping_rounds=5).fit(x, codes)
+    assert all(1 <= r <= 300 for r in trees.rounds_)
+    assert min(trees.rounds_) < 300
+    assert np.mean(trees.predict(x) == codes) > 0.9
+
+
+def test_multi_output_trees_agree_with_per_bit_trees():
+    pytest.importorskip("xgboost")
+    x, codes = _problem()
+    codes[:, 2] = 1  # a constant bit keeps its constant
+    per_bit = BoostedTrees(n_rounds=80).fit(x, codes, seed=0)
+    multi = BoostedTrees(n_rounds=80, backend="xgboost-multi", device="cpu").fit(x, codes, seed=0)
+    held_out, truth = _problem(n=400, seed=9)
+    truth[:, 2] = 1
+    assert np.mean(multi.predict(x) == codes) > 0.93
+    assert np.all(multi.predict(held_out)[:, 2] == 1)
+    accuracy = np.mean(multi.predict(held_out) == truth)
+    assert accuracy > np.mean(per_bit.predict(held_out) == truth) - 0.05
+
+
+def test_multi_output_backend_refuses_per_bit_use():
+    x, codes = _problem()
+    with pytest.raises(ConfigError):
+        BoostedTrees(backend="xgboost-multi").fit_bit(x, codes[:, 0])
+    with pytest.raises(ConfigError):
+        BoostedTrees(backend="nope").fit(x, codes)
