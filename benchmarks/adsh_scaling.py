@@ -21,7 +21,8 @@ import time
 import numpy as np
 from hashbench.methods.adsh import ADSH
 
-from hashbench.api import RunContext, TrainingData
+from hashbench.api import RunContext
+from hashbench.testing import training_view
 
 
 def clustered(n: int, dim: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,12 +55,12 @@ def main() -> None:
     # warm-up: torch's one-off imports and allocator growth must not land on the first size
     x, y = clustered(4000, args.dim, args.classes, 0)
     ADSH(**{**params, "outer_iters": 1}).fit(
-        TrainingData(x, y, np.arange(len(y)), is_database=True), RunContext(seed=0, device=args.device))
+        training_view(x, y), RunContext(seed=0, device=args.device))
 
     times = []
     for n in sizes:
         x, y = clustered(n, args.dim, args.classes, 1)
-        data = TrainingData(inputs=x, labels=y, indices=np.arange(n), is_database=True)
+        data = training_view(x, y)
         best = np.inf
         for _ in range(args.repeats):
             start = time.perf_counter()

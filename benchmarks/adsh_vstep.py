@@ -24,10 +24,11 @@ import torch
 from hashbench.methods.adsh import (
     SimilarityBlock,
     code_matrix,
-    group_labels,
     update_codes,
     update_codes_literal,
 )
+
+from hashbench.labels import group_labels
 
 
 def make_problem(n: int, m: int, c: int, classes: int, multilabel: int, seed: int):

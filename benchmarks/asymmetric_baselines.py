@@ -3,7 +3,7 @@
 The ADSH paper runs its shallow baselines on 4,096-d CNN features with 5,000 sampled training
 points (CIFAR-10). This script builds features of that shape (10 Gaussian classes, class
 means at about 3 sigma, float32, seeded: the recipe of ``benchmarks/shallow_scale.py``),
-fits each method on all ``--n`` points as the database (``is_database=True``: Lin:V learns
+fits each method on all ``--n`` points as the database (the full mode: Lin:V learns
 its code words and KADGH's ``database_codes()`` is KADGH-D), and prints the fit time, the
 time to encode 1,000 queries and the training-set MAP of query codes against the database
 codes (a sanity check that the run learned, not a benchmark number). Nothing is asserted::
@@ -47,8 +47,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from hashbench import registry
-    from hashbench.api import AsymmetricHasher, RunContext, TrainingData
+    from hashbench.api import AsymmetricHasher, RunContext
     from hashbench.evaluation import Conventions, evaluate
+    from hashbench.testing import training_view
 
     x, labels = synthetic(args.n, args.dim)
     queries, query_labels = synthetic(1000, args.dim, seed=1)
@@ -62,8 +63,7 @@ def main() -> None:
             params = {"max_epochs": args.max_epochs} if (
                 args.max_epochs and "max_epochs" in cls.param_names()) else {}
             method = cls(bits=bits, **params)
-            data = TrainingData(inputs=x, labels=labels, indices=np.arange(args.n),
-                                is_database=True)
+            data = training_view(x, labels)
             marks: dict[int, float] = {}
             t0 = time.perf_counter()
 

@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 
 from hashbench import registry
-from hashbench.api import AsymmetricHasher, RunContext, TrainingData
+from hashbench.api import RunContext, trial_data
 from hashbench.backbones import threads_for
 from hashbench.evaluation import evaluate
 
@@ -137,14 +137,15 @@ def run_one(name: str, full: bool, data: Data, bits: int, seed: int, budget: flo
     cls = registry.get(name)
     curve = Curve(cls.meta.display_name("full" if full else "sampled"))
     method = cls(bits=bits)  # the registered defaults
-    asymmetric = isinstance(method, AsymmetricHasher)
     train = data.database if full else data.sampled
-    x_query, x_db = data.features[data.query], data.features[data.database]
+    view = trial_data({"features": data.features}, data.labels, train, data.database,
+                      train_mode="full" if full else "sampled")
+    x_query = data.features[data.query]
     q_labels, db_labels = data.labels[data.query], data.labels[data.database]
     next_eval = [0.0]
 
     def record(elapsed: float, fitted: Any) -> None:
-        db_codes = fitted.database_codes() if asymmetric else fitted.encode(x_db)
+        db_codes = fitted.encode_database(view)  # the contract's hook, as the runner does
         result = evaluate(fitted.encode(x_query), db_codes, q_labels, db_labels)
         curve.seconds.append(elapsed)
         curve.maps.append(float(result.metrics["map"]))
@@ -158,11 +159,9 @@ def run_one(name: str, full: bool, data: Data, bits: int, seed: int, budget: flo
         if elapsed > budget:
             raise _OutOfTime
 
-    training = TrainingData(inputs=data.features[train], labels=data.labels[train], indices=train,
-                            is_database=full)
     start = time.perf_counter()
     try:
-        method.fit(training, RunContext(seed=seed, device=device, on_epoch=on_epoch))
+        method.fit(view, RunContext(seed=seed, device=device, on_epoch=on_epoch))
     except _OutOfTime:
         curve.stopped = True
     else:  # the trained method, exactly as the runner evaluates it

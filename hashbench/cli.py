@@ -83,8 +83,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name, cls in methods.items():
         m = cls.meta
         kind = ", ".join(filter(None, [
-            m.family, m.input, "supervised" if m.supervised else "unsupervised",
-            "asymmetric" if m.asymmetric else "",
+            m.family, "+".join(m.modalities), "supervised" if m.supervised else "unsupervised",
+            "asymmetric" if m.asymmetric else "", "" if m.requires == "cpu" else m.requires,
         ]))
         origin = registry.origin(name)
         where = f" [{origin}]" if origin.startswith("plugin") else ""
@@ -156,6 +156,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     for outcome in summary.failed:
         print(f"  FAILED {outcome.trial.label}: {outcome.error}", file=sys.stderr)
     return 1 if summary.failed else 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from hashbench import conformance, registry
+
+    cls = registry.get(args.method)
+    results = conformance.run_checks(cls)
+    print(conformance.render(cls, results))
+    return 0 if all(r.ok for r in results) else 1
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
@@ -284,8 +293,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list methods, protocols and datasets",
                        description="List the registered methods (built-in and plugins) with "
-                                   "family, input and citation; the protocols; the datasets.")
+                                   "family, modalities and citation; the protocols; the datasets.")
     p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("check", help="run the conformance suite on a method (plugin authors)",
+                       description="Run every conformance check (metadata, codes contract, "
+                                   "fit/encode order, determinism under a seed, database codes) on "
+                                   "a registered method, built-in or plugin, and list each result. "
+                                   "Exit 1 when a check fails.")
+    p.add_argument("method", help="method id (see `hashbench list`)")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser(
         "run", help="train and evaluate methods x bits x seeds under a protocol",

@@ -1,4 +1,13 @@
-"""The training template shared by the symmetric deep hashing methods (DPSH, DSH, DHN).
+"""The deep hashing template: :class:`DeepHasher` (shared by every deep method: ADSH, DPSH,
+DSH, DHN, and the cross-modal deep methods) and :class:`SymmetricDeepHasher` (DPSH, DSH, DHN).
+
+:class:`DeepHasher` holds what every deep method does the same way: the shared
+hyper-parameters (batch size, the log-spaced rate schedule, momentum, weight decay, backbone,
+pretrained weights, hidden width, image size, ``eval_every``) and their validation, the
+input modality chosen by the backbone, the device check, the seeded and thread-limited
+network construction (:meth:`DeepHasher.seeded_network`), the optional ``initialise`` hook,
+``train_map`` and encoding ``sign(F(x))``. The rest of this docstring describes the
+symmetric template.
 
 A symmetric deep method learns one network ``F(x; Theta)`` and codes every item, query or
 database, as ``sign(F(x))`` (value > 0 -> +1, else -1). The three baselines of the ADSH
@@ -50,6 +59,8 @@ A method subclasses :class:`SymmetricDeepHasher` and supplies
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -57,7 +68,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from hashbench.api import Hasher, RunContext, TrainingData
+from hashbench.api import Hasher, RunContext, TrialData
 from hashbench.backbones import (
     DEVICE_INPUTS_BYTES,
     StepLog,
@@ -70,6 +81,7 @@ from hashbench.backbones import (
     to_batch,
 )
 from hashbench.errors import ConfigError, DataError
+from hashbench.labels import share_label
 
 
 @dataclass
@@ -98,7 +110,7 @@ class Batch:
 
 def similarity(labels_a: torch.Tensor, labels_b: torch.Tensor) -> torch.Tensor:
     """Pairwise similarity ``s_ij = 1`` when items i and j share a label, else 0 (float)."""
-    return (labels_a.float() @ labels_b.float().T > 0).float()
+    return share_label(labels_a, labels_b).float()
 
 
 def log_one_plus_exp(x: torch.Tensor) -> torch.Tensor:
@@ -123,22 +135,20 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
 
 
 def learning_rates(start: float, end: float | None, epochs: int) -> np.ndarray:
-    """One rate per epoch: ``logspace(log10 start, log10 end, epochs)``, constant without end."""
+    """One rate per epoch: ``logspace(log10 start, log10 end, epochs)`` (the ADSH and DPSH
+    authors' schedule shape), constant without ``end``."""
     if end is None:
         return np.full(max(epochs, 1), float(start))
     return np.logspace(np.log10(start), np.log10(end), max(epochs, 1))
 
 
 @dataclass(eq=False)
-class SymmetricDeepHasher(Hasher):
-    """Template for symmetric deep hashing: codes ``sign(F(x))`` for queries and database.
-
-    Subclasses add their loss hyper-parameters as dataclass fields and implement
-    :meth:`batch_loss` (see the module docstring).
-    """
+class DeepHasher(Hasher):
+    """What every deep method shares (see the module docstring). Subclasses are dataclasses
+    that add their own fields (and may redeclare a shared default) and list the fields that
+    must be positive / non-negative in ``positive_fields`` / ``non_negative_fields``."""
 
     bits: int = 32
-    epochs: int = 100
     batch_size: int = 128
     learning_rate: float = 0.01
     learning_rate_end: float | None = None
@@ -150,46 +160,30 @@ class SymmetricDeepHasher(Hasher):
     image_size: int = 224
     eval_every: int = 0
 
-    uses_memory: ClassVar[bool] = False
-
-    # ------------------------------------------------------------ what a method supplies
-
-    @abstractmethod
-    def batch_loss(self, batch: Batch) -> torch.Tensor:
-        """The scalar loss of one mini-batch (autograd gives the gradient)."""
-
-    def activation(self, raw: torch.Tensor) -> torch.Tensor:
-        """The output non-linearity applied to ``F(x)`` before the loss (identity here).
-
-        Codes are ``sign(F(x))``; an activation must keep the sign (tanh does)."""
-        return raw
-
-    def initialise(self, model: torch.nn.Module) -> None:
-        """Adjust the freshly built network before training (nothing here; DPSH scales its
-        output layer). Runs inside the seeded torch RNG state of ``fit``."""
+    positive_fields: ClassVar[tuple[str, ...]] = ("bits", "batch_size", "learning_rate", "hidden",
+                                                  "image_size")
+    non_negative_fields: ClassVar[tuple[str, ...]] = ("momentum", "weight_decay", "eval_every")
 
     def validate(self) -> None:
-        """Check the hyper-parameters; subclasses extend it for their own (call super)."""
+        """Check the hyper-parameters named in ``positive_fields`` / ``non_negative_fields``
+        (and ``learning_rate_end`` when set)."""
         name = self.meta.name
-        positive = {"bits": self.bits, "epochs": self.epochs, "batch_size": self.batch_size,
-                    "learning_rate": self.learning_rate, "hidden": self.hidden,
-                    "image_size": self.image_size}
+        positive = list(self.positive_fields)
         if self.learning_rate_end is not None:
-            positive["learning_rate_end"] = self.learning_rate_end
-        for key, value in positive.items():
+            positive.append("learning_rate_end")
+        for key in positive:
+            value = getattr(self, key)
             if not value > 0:
                 raise ConfigError(f"{name}: {key} must be positive, got {value!r}")
-        for key, value in {"momentum": self.momentum, "weight_decay": self.weight_decay,
-                           "eval_every": self.eval_every}.items():
+        for key in self.non_negative_fields:
+            value = getattr(self, key)
             if not value >= 0:
                 raise ConfigError(f"{name}: {key} must be >= 0, got {value!r}")
 
-    # ------------------------------------------------------------ shared machinery
-
     @property
-    def input_kind(self) -> str:
+    def modalities(self) -> tuple[str, ...]:
         """The MLP trains on feature vectors; the CNN and AlexNet on images, end to end."""
-        return "features" if self.backbone == "mlp" else "images"
+        return ("features",) if self.backbone == "mlp" else ("image",)
 
     def _pretrained(self) -> bool:
         if self.pretrained is None:
@@ -203,26 +197,103 @@ class SymmetricDeepHasher(Hasher):
                               f"no CUDA device")
         return device
 
-    def fit(self, data: TrainingData, ctx: RunContext) -> SymmetricDeepHasher:
-        self.validate()
-        labels = np.asarray(data.labels)
-        if labels.ndim != 2 or len(labels) != len(data.inputs):
-            raise DataError(f"{self.meta.name}: labels of shape {labels.shape} do not match "
-                            f"{len(data.inputs)} training inputs (expected (n, L) multi-hot)")
-        if len(labels) < 2:
-            raise DataError(f"{self.meta.name}: needs at least 2 training points, got {len(labels)}")
+    def initialise(self, model: torch.nn.Module) -> None:
+        """Adjust the freshly built network before training (nothing here; DPSH scales its
+        output layer). Runs inside the seeded torch RNG state of ``fit``."""
+
+    def learning_rates(self, epochs: int) -> np.ndarray:
+        return learning_rates(self.learning_rate, self.learning_rate_end, epochs)
+
+    def optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        """Plain SGD with ``momentum`` and ``weight_decay`` (rates are set per epoch)."""
+        return torch.optim.SGD(model.parameters(), lr=self.learning_rate, momentum=self.momentum,
+                               weight_decay=self.weight_decay)
+
+    @contextmanager
+    def seeded_network(self, inputs: Any, ctx: RunContext) -> Iterator[tuple[torch.nn.Module, torch.device]]:
+        """Build the backbone for ``inputs`` on the trial's device and train inside this block:
+        torch seeded from ``ctx.seed`` in a forked RNG state (the caller's global state is
+        left as it was), CPU threads limited for the small backbones
+        (``hashbench.backbones``), ``initialise`` applied. On leaving it the network is in
+        eval mode and kept as ``model_``; ``device_`` is the device."""
         device = self._device(ctx)
         self.device_ = device
         fork = [device] if device.type == "cuda" else []
         with cpu_threads(threads_for(self.backbone, device)), torch.random.fork_rng(devices=fork):
             torch.manual_seed(ctx.seed)
-            model = build_backbone(self.backbone, self.bits, input_shape(data.inputs),
+            model = build_backbone(self.backbone, self.bits, input_shape(inputs),
                                    pretrained=self._pretrained(), hidden=self.hidden,
                                    image_size=self.image_size).to(device)
             self.initialise(model)
-            self._train(model, data.inputs, labels, ctx, device)
+            yield model, device
         model.eval()
         self.model_ = model
+
+    def _map_against(self, model: torch.nn.Module, query_inputs: Any, query_labels: np.ndarray,
+                     db_codes: np.ndarray, db_labels: np.ndarray) -> float:
+        """``train_map``: MAP of ``sign(F(query_inputs))`` against ``db_codes``, with the
+        network briefly in eval mode."""
+        from hashbench.evaluation import evaluate  # lazily: only when eval_every > 0
+
+        was_training = model.training
+        model.eval()
+        codes = self._forward_codes(model, query_inputs)
+        model.train(was_training)
+        return float(evaluate(codes, db_codes, query_labels, db_labels).metrics["map"])
+
+    def _forward_codes(self, model: torch.nn.Module, inputs: Any) -> np.ndarray:
+        return network_codes(model, inputs, self.bits, self.backbone, self.device_)
+
+    def encode(self, inputs: Any) -> np.ndarray:
+        """Codes ``sign(F(x))`` (value > 0 -> +1, else -1)."""
+        self._check_fitted("model_")
+        return self._forward_codes(self.model_, inputs)
+
+    @staticmethod
+    def checked_labels(name: str, inputs: Any, labels: Any) -> np.ndarray:
+        labels = np.asarray(labels)
+        if labels.ndim != 2 or len(labels) != len(inputs):
+            raise DataError(f"{name}: labels of shape {labels.shape} do not match "
+                            f"{len(inputs)} training inputs (expected (n, L) multi-hot)")
+        return labels
+
+
+@dataclass(eq=False)
+class SymmetricDeepHasher(DeepHasher):
+    """Template for symmetric deep hashing: codes ``sign(F(x))`` for queries and database.
+
+    Subclasses add their loss hyper-parameters as dataclass fields and implement
+    :meth:`batch_loss` (see the module docstring).
+    """
+
+    bits: int = 32
+    epochs: int = 100
+
+    uses_memory: ClassVar[bool] = False
+    positive_fields: ClassVar[tuple[str, ...]] = DeepHasher.positive_fields + ("epochs",)
+
+    # ------------------------------------------------------------ what a method supplies
+
+    @abstractmethod
+    def batch_loss(self, batch: Batch) -> torch.Tensor:
+        """The scalar loss of one mini-batch (autograd gives the gradient)."""
+
+    def activation(self, raw: torch.Tensor) -> torch.Tensor:
+        """The output non-linearity applied to ``F(x)`` before the loss (identity here).
+
+        Codes are ``sign(F(x))``; an activation must keep the sign (tanh does)."""
+        return raw
+
+    # ------------------------------------------------------------ training
+
+    def fit(self, data: TrialData, ctx: RunContext) -> SymmetricDeepHasher:
+        self.validate()
+        inputs = data.train.inputs
+        labels = self.checked_labels(self.meta.name, inputs, data.train.labels)
+        if len(labels) < 2:
+            raise DataError(f"{self.meta.name}: needs at least 2 training points, got {len(labels)}")
+        with self.seeded_network(inputs, ctx) as (model, device):
+            self._train(model, inputs, labels, ctx, device)
         return self
 
     def _train(self, model: torch.nn.Module, inputs: Any, labels: np.ndarray, ctx: RunContext,
@@ -231,9 +302,8 @@ class SymmetricDeepHasher(Hasher):
         x_all = self._inputs_on_device(inputs, device)
         train_labels = torch.from_numpy((labels > 0).astype(np.float32)).to(device)
         memory = torch.zeros(n, self.bits, device=device) if self.uses_memory else None
-        optimizer = torch.optim.SGD(model.parameters(), lr=self.learning_rate,
-                                    momentum=self.momentum, weight_decay=self.weight_decay)
-        rates = learning_rates(self.learning_rate, self.learning_rate_end, self.epochs)
+        optimizer = self.optimizer(model)
+        rates = self.learning_rates(self.epochs)
         eval_idx = eval_points(n, ctx.seed) if self.eval_every else None
         bounds = batch_bounds(n, self.batch_size)
         self.losses_: list[float] = []
@@ -280,20 +350,10 @@ class SymmetricDeepHasher(Hasher):
     def _train_map(self, model: torch.nn.Module, inputs: Any, labels: np.ndarray,
                    eval_idx: np.ndarray) -> float:
         """MAP of the training points ``eval_idx`` as queries against the whole training set."""
-        from hashbench.evaluation import evaluate  # lazily: only when eval_every > 0
-
         was_training = model.training
         model.eval()
         codes = self._forward_codes(model, inputs)
         model.train(was_training)
+        from hashbench.evaluation import evaluate
+
         return float(evaluate(codes[eval_idx], codes, labels[eval_idx], labels).metrics["map"])
-
-    # ------------------------------------------------------------ codes
-
-    def _forward_codes(self, model: torch.nn.Module, inputs: Any) -> np.ndarray:
-        return network_codes(model, inputs, self.bits, self.backbone, self.device_)
-
-    def encode(self, inputs: Any) -> np.ndarray:
-        """Codes ``sign(F(x))`` (value > 0 -> +1, else -1), for queries and database alike."""
-        self._check_fitted("model_")
-        return self._forward_codes(self.model_, inputs)

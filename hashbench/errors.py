@@ -35,6 +35,18 @@ class CodeContractError(HashbenchError):
     """A method (often a plugin) broke the code contract: shape, dtype or values."""
 
 
+class MethodDefinitionError(HashbenchError, ValueError):
+    """A method class whose definition breaks the contract (metadata, ``__init__``), found
+    when it is registered."""
+
+    exit_code = 2
+
+
+class ConformanceError(HashbenchError, AssertionError):
+    """A method failed a conformance check (``hashbench check``); raised as a real exception,
+    so ``python -O`` cannot skip it."""
+
+
 class NotFittedError(HashbenchError):
     """``encode`` or ``database_codes`` was called before ``fit``."""
 

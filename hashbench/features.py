@@ -53,15 +53,35 @@ def imagenet_transform(size: int = DEFAULT_SIZE) -> Any:
     ])
 
 
+OFFLINE_HINT = ("or extract features offline without weights with --features hog or "
+                "--features pixels-pca")
+_WEIGHT_FAILURES: dict[str, str] = {}  # weights path -> the error, remembered for the process
+
+
 def alexnet_fc7(pretrained: bool) -> Any:
-    """AlexNet truncated after fc7's ReLU (4,096 outputs), in eval mode."""
+    """AlexNet truncated after fc7's ReLU (4,096 outputs), in eval mode.
+
+    A failure to get the ImageNet weights is remembered for the process (per weights path),
+    so a grid of many trials stops at once with the same message instead of retrying the
+    download for every trial; the message names the offline extractors.
+    """
     import torch
     from torchvision.models import alexnet
 
-    from hashbench.backbones import alexnet_weights
+    from hashbench.backbones import alexnet_weights, alexnet_weights_path
 
+    weights = None
+    if pretrained:
+        where = str(alexnet_weights_path())
+        if where in _WEIGHT_FAILURES and not Path(where).is_file():
+            raise DataError(_WEIGHT_FAILURES[where])
+        try:
+            weights = alexnet_weights()
+        except DataError as exc:
+            _WEIGHT_FAILURES[where] = f"{exc}; {OFFLINE_HINT}"
+            raise DataError(_WEIGHT_FAILURES[where]) from None
     torch.manual_seed(0)
-    model = alexnet(weights=alexnet_weights() if pretrained else None)
+    model = alexnet(weights=weights)
     model.classifier = model.classifier[:6]
     return model.eval()
 
@@ -118,3 +138,31 @@ def extract_features(
     os.replace(tmp, path)
     log(f"cached features in {path}")
     return out
+
+
+def extractor_tag(pretrained: bool, size: int = DEFAULT_SIZE) -> str:
+    """What the ``features.extractor`` tag says about AlexNet fc7 features."""
+    return (f"{BACKBONE} ({weights_tag(pretrained)}, {transform_tag(size)}; "
+            "torchvision AlexNet as the stand-in for CNN-F)")
+
+
+def provide_features(dataset: Any, pretrained: bool = True, image_size: int = DEFAULT_SIZE,
+                     device: str = "cpu", progress: Callable[..., Iterator[Any]] = _plain,
+                     log: Callable[[str], None] = lambda s: None) -> None:
+    """Give an image dataset a ``features`` modality: AlexNet fc7 features, extracted (or read
+    from the cache) the first time a method asks for them. Datasets that already have
+    features, or have no images, are left as they are. ``device``: ``cpu``, ``cuda`` or
+    ``auto`` (CUDA when the process that extracts sees one)."""
+    if dataset.has("features") or not dataset.has("image"):
+        return
+
+    def extract() -> np.ndarray:
+        where = device
+        if device == "auto":
+            import torch
+
+            where = "cuda" if torch.cuda.is_available() else "cpu"
+        return extract_features(dataset, pretrained=pretrained, device=where, progress=progress,
+                                log=log, image_size=image_size)
+
+    dataset.provide("features", extract, {"features.extractor": extractor_tag(pretrained, image_size)})

@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from hashbench.api import Part, TrialData
 from hashbench.errors import ConfigError, DataError, UsageError
 
 TRAIN_MODES = ("sampled", "full")
@@ -134,6 +135,28 @@ class Split:
 
     def save(self, path: Path) -> None:
         np.savez_compressed(path, query=self.query, database=self.database, train=self.train)
+
+    def view(self, dataset: Any, modalities: tuple[str, ...] | None = None) -> TrialData:
+        """The trial's :class:`~hashbench.api.TrialData` over ``dataset``: the one place the
+        split is applied. Each part holds its rows, their labels and the ``modalities`` asked
+        for (default: every modality of the dataset), read lazily from the dataset (a
+        feature provider runs on first access)."""
+        names = tuple(modalities) if modalities is not None else dataset.modality_names
+        missing = [m for m in names if not dataset.has(m)]
+        if missing:
+            provides = ", ".join(dataset.modality_names) or "nothing"
+            raise DataError(f"dataset {dataset.name!r} provides no {missing[0]} "
+                            f"(it provides: {provides})")
+        sources = {m: (lambda m=m: dataset.modality(m)) for m in names}
+
+        def part(name: str, rows: np.ndarray) -> Part:
+            return Part(name, rows, dataset.labels[rows], sources)
+
+        database = part("database", self.database)
+        same = self.train is self.database or np.array_equal(self.train, self.database)
+        train = database if same else part("train", self.train)  # full mode: one copy of the rows
+        return TrialData(train=train, database=database, query=part("query", self.query),
+                         train_mode=self.train_mode)
 
 
 # ---------------------------------------------------------------- loading and validation

@@ -22,7 +22,7 @@ import warnings
 from importlib.metadata import entry_points
 from types import ModuleType
 
-from hashbench.api import Hasher, MethodMeta
+from hashbench.api import Hasher, validate_meta
 from hashbench.errors import UsageError
 
 ENTRY_POINT_GROUP = "hashbench.methods"
@@ -37,12 +37,13 @@ class PluginWarning(UserWarning):
 
 
 def register(cls: type[Hasher]) -> type[Hasher]:
-    """Class decorator: add ``cls`` to the registry under ``cls.meta.name``."""
-    meta = getattr(cls, "meta", None)
-    if not isinstance(meta, MethodMeta):
-        raise TypeError(f"{cls.__qualname__} needs a class attribute meta = MethodMeta(...)")
-    if not issubclass(cls, Hasher):
-        raise TypeError(f"{cls.__qualname__} must subclass hashbench.api.Hasher")
+    """Class decorator: add ``cls`` to the registry under ``cls.meta.name``.
+
+    The class is validated first (:func:`hashbench.api.validate_meta`: id format, non-empty
+    title and citation, known family, modalities and requirements, ``bits`` in ``__init__``,
+    ``asymmetric`` consistent with the class); a breach raises
+    :class:`~hashbench.errors.MethodDefinitionError` naming it."""
+    meta = validate_meta(cls)
     existing = _REGISTRY.get(meta.name)
     if existing is not None and existing is not cls and _qualified(existing) != _qualified(cls):
         raise ValueError(

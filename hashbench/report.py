@@ -25,55 +25,46 @@ from pathlib import Path
 
 import pandas as pd
 
-from hashbench.tracking import RUN_KEY_TAG, Store, metric_key, run_record
+from hashbench.tracking import CONVENTION_PREFIX, Store, metric_key
 
-CONVENTION_PREFIX = "eval."
 LOWER_IS_BETTER_SUFFIX = "seconds"
 
 Cell = tuple[float, float, int, str]  # mean, std, n seeds, notes
 
 
 def collect(store: Store) -> pd.DataFrame:
-    """One row per trial run (every status): params, tags of interest and all metrics."""
+    """One row per trial run (every status): its :class:`~hashbench.tracking.TrialRecord`
+    fields of interest and all metrics (``metric.<name>``)."""
     rows = []
-    for record in map(run_record, store.trial_runs()):
-        p, t = record["params"], record["tags"]
-        conventions = "; ".join(
-            f"{k[len(CONVENTION_PREFIX):]}={v}" for k, v in sorted(t.items())
-            if k.startswith(CONVENTION_PREFIX)
-        )
-        flags = "; ".join(f"{k.split('.')[-1]}: {v}" for k, v in sorted(t.items())
-                          if k.startswith("hashbench.flag."))
-        title = t.get("hashbench.method_title", p.get("method", ""))
-        train_mode = p.get("train_mode", "")
+    for record in store.trial_records():
+        conventions = "; ".join(f"{k[len(CONVENTION_PREFIX):]}={v}"
+                                for k, v in sorted(record.conventions.items()))
         row = {
-            "run_id": record["run_id"],
-            "status": record["status"],
-            "start_time": record["start_time"],
-            "run_key": t.get(RUN_KEY_TAG, record["run_id"]),
-            "method": p.get("method", ""),
-            "title": title,
-            "display": t.get("hashbench.display_name")
-            or (f"{title}-D" if train_mode == "full" else title),
-            "learns_database": t.get("hashbench.learns_database", "false") == "true",
-            "protocol": p.get("protocol", t.get("hashbench.protocol", "")),
-            "dataset": p.get("dataset", ""),
-            "train_mode": train_mode,
-            "bits": int(p["bits"]) if "bits" in p else -1,
-            "seed": int(p["seed"]) if "seed" in p else -1,
-            "split_sha256": t.get("hashbench.split_sha256", ""),
-            "eval_split_sha256": t.get("hashbench.eval_split_sha256",
-                                       t.get("hashbench.split_sha256", "")),
+            "run_id": record.run_id,
+            "status": record.status,
+            "start_time": record.start_time,
+            "run_key": record.run_key,
+            "method": record.method,
+            "title": record.title,
+            "display": record.display,
+            "variant": record.variant,
+            "protocol": record.protocol,
+            "dataset": record.dataset,
+            "train_mode": record.train_mode,
+            "bits": record.bits,
+            "seed": record.seed,
+            "split_sha256": record.split_sha256,
+            "eval_split_sha256": record.eval_split_sha256,
             "conventions": conventions,
-            "eval_description": t.get("hashbench.eval_description", ""),
-            "version": t.get("hashbench.version", ""),
-            "git_sha": t.get("hashbench.git_sha", ""),
-            "device": t.get("hashbench.device", ""),
-            "flags": flags,
-            "collapsed": "hashbench.flag.collapsed" in t,
-            "error": t.get("hashbench.error", ""),
+            "eval_description": record.eval_description,
+            "version": record.version,
+            "git_sha": record.git_sha,
+            "device": record.device,
+            "flags": "; ".join(f"{k.split('.')[-1]}: {v}" for k, v in sorted(record.flags.items())),
+            "collapsed": "collapsed" in record.flags,
+            "error": record.error,
         }
-        row.update({f"metric.{k}": v for k, v in record["metrics"].items()})
+        row.update({f"metric.{k}": v for k, v in record.metrics.items()})
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -188,7 +179,7 @@ def _explain(main: Group, other: Group) -> str:
 
 def _table1_row(display: str, frame: pd.DataFrame) -> bool:
     runs = frame[frame["display"] == display]
-    return bool(((runs["train_mode"] != "full") | runs["learns_database"]).all())
+    return bool((~runs["variant"].astype(bool)).all())
 
 
 def _table2_row(display: str, frame: pd.DataFrame) -> bool:

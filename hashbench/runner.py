@@ -1,12 +1,26 @@
-"""The runner: plan the grid methods x bits x seeds under one protocol and run it.
+"""The runner: plan the grid methods x bits x seeds under one protocol, then execute it.
 
-For every trial it builds the method, fits it on the protocol's training set, encodes the
-queries and the database (taking ``database_codes()`` from asymmetric methods trained on
-the full database), checks the code contract, evaluates, and records everything in MLflow.
+``hashbench run`` is two steps:
 
-* A trial whose run key already FINISHED in the store is skipped (``force`` reruns it).
+1. **Plan** (:func:`plan_grid`, in the driver process): check every method and parameter,
+   load the dataset, draw the split, compute every trial's run key, skip the keys that
+   already FINISHED in the store (one query, unless ``force``), and open the parent run
+   once, up front. The result is a :class:`Plan`: a picklable :class:`TrialContext` shared
+   by all trials and one picklable :class:`TrialSpec` per trial still to run.
+2. **Execute** (an :class:`Executor`): run the specs. Each trial runs in a
+   :class:`TrialWorker`, which loads the dataset once per process, resolves the device for
+   the trial from the method's ``meta.requires`` and what *its* process sees, records its
+   own child run under the parent id, and returns a small :class:`Outcome`. The built-in
+   :class:`LocalExecutor` runs the trials in-process, one by one; executors for process
+   pools and clusters implement the same interface.
+
+Inside a trial (:func:`run_trial_data`): build the :class:`~hashbench.api.TrialData` view
+(``split.view``), fit, encode the queries and take the database codes from the method's
+``encode_database`` hook (the method decides; the runner never infers it), check the code
+contract, evaluate every retrieval task, and record everything.
+
 * A trial that raises is recorded FAILED with its traceback; the grid goes on.
-* Ctrl-C marks the running trial KILLED and re-raises (the CLI exits 130).
+* Ctrl-C marks the running trial KILLED, ends the parent KILLED and re-raises (exit 130).
 * Every phase is timed: ``train_seconds``, ``encode_query_seconds``,
   ``encode_database_seconds``, ``evaluate_seconds``.
 """
@@ -14,6 +28,7 @@ the full database), checks the code contract, evaluates, and records everything 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import random
@@ -22,6 +37,8 @@ import sys
 import tempfile
 import time
 import traceback
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,37 +47,69 @@ import numpy as np
 
 import hashbench
 from hashbench import registry
-from hashbench.api import AsymmetricHasher, Hasher, RunContext, TrainingData, check_codes
+from hashbench.api import Hasher, RunContext, TrialData, check_codes
 from hashbench.datasets import Dataset
 from hashbench.datasets import load as load_dataset
-from hashbench.datasets.base import subset
 from hashbench.errors import CodeContractError, ConfigError, HashbenchError
 from hashbench.evaluation import Conventions, evaluate, pack_codes
 from hashbench.progress import Reporter
 from hashbench.protocol import Protocol, Split, materialise
-from hashbench.tracking import KIND_TAG, RUN_KEY_TAG, RunRecorder, Store
+from hashbench.tracking import (
+    CODES_ARTIFACT,
+    CONFIG_ARTIFACT,
+    DEVICE_TAG,
+    ERROR_TAG,
+    EVAL_DESCRIPTION_TAG,
+    EVAL_SPLIT_TAG,
+    GIT_SHA_TAG,
+    PROTOCOL_ARTIFACT,
+    PROTOCOL_OVERRIDES_TAG,
+    PROTOCOL_TAG,
+    SPLIT_ARTIFACT,
+    SPLIT_TAG,
+    TRACEBACK_ARTIFACT,
+    VERSION_TAG,
+    GridRecord,
+    RunRecorder,
+    Store,
+    TrialRecord,
+)
+
+# ---------------------------------------------------------------- descriptions
 
 
 @dataclass(frozen=True)
-class Trial:
-    method: type[Hasher]
+class TrialSpec:
+    """One trial, as a picklable description: the method's registry id, its bits, seed,
+    hyper-parameter overrides and the run key computed by the planner."""
+
+    method: str
     bits: int
     seed: int
-    params: dict[str, Any] = field(default_factory=dict)
+    params: tuple[tuple[str, Any], ...] = ()
+    run_key: str = ""
 
     @property
     def label(self) -> str:
-        return f"{self.method.meta.name} bits={self.bits} seed={self.seed}"
+        return f"{self.method} bits={self.bits} seed={self.seed}"
+
+    @property
+    def method_class(self) -> type[Hasher]:
+        return registry.get(self.method)
+
+    def build(self) -> Hasher:
+        return build_method(self.method_class, self.bits, dict(self.params))
 
 
 @dataclass
 class Outcome:
-    trial: Trial
+    trial: TrialSpec
     status: str  # FINISHED, SKIPPED, FAILED, KILLED
     run_id: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     flags: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
 
 
 @dataclass
@@ -82,6 +131,52 @@ class RunConfig:
     skip_incompatible: bool = False
 
 
+@dataclass(frozen=True)
+class FeatureOptions:
+    """How image datasets get their ``features`` modality (AlexNet fc7, cached)."""
+
+    pretrained: bool = True
+    image_size: int = 224
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of one grid shares; picklable, so a worker process or a cluster
+    node can rebuild everything it needs from it (it holds names and index arrays, not the
+    dataset)."""
+
+    protocol: Protocol
+    split: Split
+    conventions: Conventions
+    dataset: str
+    data_root: str | None
+    data_options: dict[str, str]
+    features: FeatureOptions
+    device: str
+    tracking_uri: str
+    experiment: str
+    parent_run_id: str | None
+    base_tags: dict[str, str]
+    data_tags: dict[str, str]
+
+
+@dataclass
+class Plan:
+    """The planner's result: the shared context, the trials to run and the ones skipped."""
+
+    context: TrialContext
+    pending: list[TrialSpec]
+    skipped: list[Outcome]
+    dataset: Dataset | None = None  # the driver's copy, reused by in-process executors
+    store: Store | None = None
+    parent: RunRecorder | None = None
+
+    @property
+    def total(self) -> int:
+        return len(self.pending) + len(self.skipped)
+
+
 @dataclass
 class Summary:
     outcomes: list[Outcome]
@@ -92,6 +187,35 @@ class Summary:
     @property
     def failed(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.status == "FAILED"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One retrieval task: queries in one modality against the database in another.
+
+    Single-modal methods have one task with no name (metrics ``map``, ...); a method with an
+    image side and a text side has ``i2t`` and ``t2i`` (metrics ``i2t.map``, ``t2i.map``)."""
+
+    name: str
+    query: str
+    database: str
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.name}." if self.name else ""
+
+
+def tasks_for(modalities: tuple[str, ...]) -> list[Task]:
+    """The retrieval tasks of a method taking ``modalities``."""
+    if len(modalities) == 1:
+        return [Task("", modalities[0], modalities[0])]
+    if len(modalities) == 2:
+        a, b = modalities
+        short = {m: "t" if m == "text" else "i" for m in modalities}
+        if short[a] == short[b]:
+            raise ConfigError(f"two modalities need an image side and a text side, got {modalities}")
+        return [Task(f"{short[a]}2{short[b]}", a, b), Task(f"{short[b]}2{short[a]}", b, a)]
+    raise ConfigError(f"methods take one or two modalities, got {modalities}")
 
 
 # ---------------------------------------------------------------- helpers
@@ -109,11 +233,11 @@ def build_method(cls: type[Hasher], bits: int, params: dict[str, Any]) -> Hasher
     return cls(**{**params, "bits": bits})
 
 
-def run_key(trial: Trial, method: Hasher, protocol: Protocol, split: Split,
+def run_key(method: Hasher, seed: int, protocol: Protocol, split: Split,
             conventions: Conventions, data_tags: dict[str, str] | None = None) -> str:
     """SHA-256 of everything that determines a trial's result (not the device)."""
     payload = {
-        "method": trial.method.meta.name,
+        "method": method.meta.name,
         "params": method.get_params(),
         "protocol": protocol.name,
         "protocol_overrides": list(protocol.overrides),
@@ -121,40 +245,78 @@ def run_key(trial: Trial, method: Hasher, protocol: Protocol, split: Split,
         "data": data_tags or {},
         "split": split.sha256,
         "train_mode": split.train_mode,
-        "seed": trial.seed,
+        "seed": seed,
         "conventions": conventions.as_tags(),
     }
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def git_sha() -> str:
-    """The commit of the hashbench source tree ("-dirty" with local changes), or "unknown"."""
-    where = Path(hashbench.__file__).resolve().parent.parent
+WATCHED_UNTRACKED = ("methods", "protocols")
+
+
+def git_sha(where: Path | None = None) -> str:
+    """The commit of the hashbench source tree (or of ``where``), or "unknown".
+
+    "-dirty" is appended when tracked files differ from the commit, or when untracked files
+    exist under ``methods/`` or ``protocols/`` (a new method or protocol file that a run
+    used but no commit holds)."""
+    where = where or Path(hashbench.__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
                              text=True, timeout=5, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
                                cwd=where, capture_output=True, text=True, timeout=5).stdout
+        untracked = subprocess.run(
+            ["git", "ls-files", "--others", "--exclude-standard", "--", *WATCHED_UNTRACKED],
+            cwd=where, capture_output=True, text=True, timeout=5).stdout
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return f"{sha}-dirty" if dirty.strip() else sha
+    return f"{sha}-dirty" if dirty.strip() or untracked.strip() else sha
 
 
-def resolve_device(requested: str, methods: list[type[Hasher]]) -> str:
-    """``auto`` means CUDA when available (checked only if a deep method is in the grid)."""
-    if requested not in ("auto", "cpu", "cuda") and not requested.startswith("cuda:"):
+def method_source_sha256(cls: type) -> str:
+    """SHA-256 of the file that defines ``cls`` (in-tree methods and plugins alike), or ""."""
+    try:
+        path = inspect.getsourcefile(cls)
+    except TypeError:
+        return ""
+    if not path or not os.path.isfile(path):
+        return ""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def check_device_request(requested: str) -> str:
+    if requested not in DEVICES and not requested.startswith("cuda:"):
         raise ConfigError(f"--device must be auto, cpu or cuda, got {requested!r}")
-    deep = any(m.meta.family == "deep" for m in methods)
-    if requested == "cpu" or (requested == "auto" and not deep):
+    return requested
+
+
+def resolve_device(requested: str, requires: str) -> str:
+    """The device of one trial, decided in the process that runs it.
+
+    ``--device cpu`` is CPU; methods that need no GPU (``requires = "cpu"``) run on the CPU
+    under ``auto``; otherwise CUDA when this process sees a device (``auto`` falls back to
+    the CPU, unless the method is ``gpu-required``; an explicit ``cuda`` never falls back).
+    """
+    check_device_request(requested)
+    if requested == "cpu":
+        if requires == "gpu-required":
+            raise ConfigError("this method requires a GPU but --device cpu was given")
+        return "cpu"
+    if requested == "auto" and requires == "cpu":
         return "cpu"
     import torch
 
     if torch.cuda.is_available():
         return "cuda" if requested == "auto" else requested
-    if requested == "auto":
+    if requested == "auto" and requires != "gpu-required":
         return "cpu"
-    raise ConfigError(f"--device {requested} was asked for but torch sees no CUDA device")
+    wanted = "the method requires a GPU" if requested == "auto" else f"--device {requested} was asked for"
+    raise ConfigError(f"{wanted} but torch sees no CUDA device in this process")
 
 
 def _seed_everything(seed: int) -> None:
@@ -164,256 +326,368 @@ def _seed_everything(seed: int) -> None:
         sys.modules["torch"].manual_seed(seed)
 
 
-# ---------------------------------------------------------------- the grid
+def usable_cpus() -> int:
+    """CPUs this process may run on (the evaluator's threads; results do not depend on it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
-class GridRunner:
-    """Runs one :class:`RunConfig`; see the module docstring for the rules."""
+# ---------------------------------------------------------------- the planner
 
-    def __init__(self, config: RunConfig, reporter: Reporter) -> None:
-        self.config = config
-        self.reporter = reporter
-        self.protocol = config.protocol
-        self.conventions = Conventions(
-            map_topk=self.protocol.map_topk,
-            precision_ks=self.protocol.precision_ks,
-            radius=self.protocol.radius,
+
+def prepare_dataset(dataset: Dataset, options: FeatureOptions, reporter: Reporter) -> Dataset:
+    """Per-process preparation: image datasets get their ``features`` provider (AlexNet fc7,
+    extracted or read from the cache on first use)."""
+    from hashbench import features
+
+    features.provide_features(dataset, pretrained=options.pretrained, image_size=options.image_size,
+                              device=options.device, progress=reporter.progress, log=reporter.message)
+    return dataset
+
+
+def _compatible(methods: list[type[Hasher]], dataset: Dataset, skip: bool,
+                reporter: Reporter) -> list[type[Hasher]]:
+    """Single-label methods on multi-label data: refused when asked for by name, left out with
+    a message under ``--methods all`` (the paper's N/A cells)."""
+    if not dataset.multilabel:
+        return methods
+    single = sorted(m.meta.name for m in methods if not m.meta.multilabel)
+    if not single:
+        return methods
+    if not skip:
+        raise ConfigError(
+            f"method(s) {', '.join(single)} support single-label data only and dataset "
+            f"{dataset.name!r} is multi-label; leave them out of --methods"
         )
-        self.parent: RunRecorder | None = None
+    reporter.message(f"left out (single-label methods, multi-label data): {', '.join(single)}")
+    return [m for m in methods if m.meta.multilabel]
 
-    def plan(self) -> list[Trial]:
-        return [
-            Trial(m, b, s, self._params_for(m))
-            for m in self.config.methods
-            for b in self.config.bits
-            for s in self.config.seeds
-        ]
 
-    def _params_for(self, cls: type[Hasher]) -> dict[str, Any]:
-        params = dict(self.config.params.get(cls.meta.name, {}))
-        if not self.config.pretrained and "pretrained" in cls.param_names():
-            params.setdefault("pretrained", False)
-        return params
+def _params_for(config: RunConfig, cls: type[Hasher]) -> dict[str, Any]:
+    params = dict(config.params.get(cls.meta.name, {}))
+    if not config.pretrained and "pretrained" in cls.param_names():
+        params.setdefault("pretrained", False)
+    return params
 
-    def run(self) -> Summary:
-        trials = self.plan()
-        for trial in trials:  # reject bad parameters before anything is recorded
-            build_method(trial.method, trial.bits, trial.params)
-        self.device = resolve_device(self.config.device, self.config.methods)
-        self.store = Store(self.config.tracking_uri, self.config.experiment)
-        self.dataset = load_dataset(self.protocol.dataset, self.config.data_root,
-                                    **self.config.data_options)
-        self.split = materialise(self.protocol, self.dataset.labels, self.dataset.partitions,
-                                 self.dataset.class_names)
-        trials = self._compatible(trials)
-        self.data_tags = {f"dataset.{k}": v for k, v in self.dataset.provenance.items()}
-        if self.dataset.features is None and self.dataset.images is not None:
-            self._attach_feature_extraction()
-        if self.protocol.overrides:
-            self.data_tags["hashbench.protocol_overrides"] = json.dumps(dict(self.protocol.overrides))
-        if self.split.n_dropped_unlabelled:
-            self.data_tags["dataset.dropped_unlabelled"] = str(self.split.n_dropped_unlabelled)
-        self.base_tags = {
-            **self.data_tags,
-            KIND_TAG: "trial",
-            "hashbench.version": hashbench.__version__,
-            "hashbench.git_sha": git_sha(),
-            "hashbench.split_sha256": self.split.sha256,
-            "hashbench.eval_split_sha256": self.split.eval_sha256,
-            "hashbench.eval_description": self.conventions.describe(),
-            "hashbench.protocol": self.protocol.name,
-            "hashbench.device": self.device,
-            **self.conventions.as_tags(),
-        }
-        outcomes: list[Outcome] = []
-        self.reporter.start(len(trials), self.protocol, self.split, self.store.uri)
+
+def plan_grid(config: RunConfig, reporter: Reporter) -> Plan:
+    """Plan ``config`` (see the module docstring); opens the parent run when anything is left
+    to run."""
+    protocol = config.protocol
+    specs = [(m, b, s, _params_for(config, m))
+             for m in config.methods for b in config.bits for s in config.seeds]
+    for cls, bits, _, params in specs:  # reject bad parameters before anything is recorded
+        build_method(cls, bits, params)
+    check_device_request(config.device)
+    store = Store(config.tracking_uri, config.experiment)
+    dataset = load_dataset(protocol.dataset, config.data_root, **config.data_options)
+    split = materialise(protocol, dataset.labels, dataset.partitions, dataset.class_names)
+    kept = {m.meta.name for m in _compatible(config.methods, dataset, config.skip_incompatible, reporter)}
+    feature_options = FeatureOptions(config.pretrained, config.feature_image_size,
+                                     "cpu" if config.device == "cpu" else "auto")
+    prepare_dataset(dataset, feature_options, reporter)
+    conventions = Conventions(map_topk=protocol.map_topk, precision_ks=protocol.precision_ks,
+                              radius=protocol.radius)
+    data_tags = dataset.tags
+    if protocol.overrides:
+        data_tags[PROTOCOL_OVERRIDES_TAG] = json.dumps(dict(protocol.overrides))
+    if split.n_dropped_unlabelled:
+        data_tags["dataset.dropped_unlabelled"] = str(split.n_dropped_unlabelled)
+    base_tags = {
+        **data_tags,
+        VERSION_TAG: hashbench.__version__,
+        GIT_SHA_TAG: git_sha(),
+        SPLIT_TAG: split.sha256,
+        EVAL_SPLIT_TAG: split.eval_sha256,
+        EVAL_DESCRIPTION_TAG: conventions.describe(),
+        PROTOCOL_TAG: protocol.name,
+        **conventions.as_tags(),
+    }
+    finished = set() if config.force else store.finished_keys()
+    pending, skipped = [], []
+    for cls, bits, seed, params in specs:
+        if cls.meta.name not in kept:
+            continue
+        key = run_key(build_method(cls, bits, params), seed, protocol, split, conventions, data_tags)
+        spec = TrialSpec(cls.meta.name, bits, seed, tuple(sorted(params.items())), key)
+        if key in finished:
+            skipped.append(Outcome(spec, "SKIPPED", finished[key]))
+        else:
+            pending.append(spec)
+    parent = None
+    if pending:
+        grid = GridRecord(name=f"{protocol.name}: {','.join(m.meta.name for m in config.methods)}",
+                          command=config.command, base_tags=base_tags)
+        parent = store.start_run(grid.name, grid.tags())
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / SPLIT_ARTIFACT
+            split.save(path)
+            parent.log_artifact(path)
+        parent.log_json(_protocol_dict(protocol), PROTOCOL_ARTIFACT)
+    context = TrialContext(
+        protocol=protocol, split=split, conventions=conventions, dataset=protocol.dataset,
+        data_root=str(config.data_root) if config.data_root else None,
+        data_options=dict(config.data_options), features=feature_options, device=config.device,
+        tracking_uri=store.uri, experiment=config.experiment,
+        parent_run_id=parent.run_id if parent else None, base_tags=base_tags, data_tags=data_tags,
+    )
+    return Plan(context, pending, skipped, dataset=dataset, store=store, parent=parent)
+
+
+# ---------------------------------------------------------------- executing trials
+
+
+class TrialWorker:
+    """Runs trials of one grid in one process, each recorded as a child of the parent run.
+
+    The dataset is loaded (and prepared) once per worker and reused for every trial it runs;
+    an in-process executor hands over the driver's copy.
+    """
+
+    def __init__(self, context: TrialContext, reporter: Reporter | None = None,
+                 dataset: Dataset | None = None, store: Store | None = None) -> None:
+        self.context = context
+        self.reporter = reporter or Reporter(quiet=True)
+        self._dataset = dataset
+        self._store = store
+
+    @property
+    def dataset(self) -> Dataset:
+        if self._dataset is None:
+            ctx = self.context
+            dataset = load_dataset(ctx.dataset, Path(ctx.data_root) if ctx.data_root else None,
+                                   **ctx.data_options)
+            self._dataset = prepare_dataset(dataset, ctx.features, self.reporter)
+        return self._dataset
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.context.tracking_uri, self.context.experiment)
+        return self._store
+
+    def run(self, spec: TrialSpec) -> Outcome:
+        """Run one trial and record it; Ctrl-C marks it KILLED and re-raises."""
+        ctx = self.context
+        started = time.perf_counter()
+        cls = spec.method_class
+        method = spec.build()
+        meta = cls.meta
         try:
-            for i, trial in enumerate(trials, 1):
-                outcome = self._run_one(trial)
-                outcomes.append(outcome)
-                self.reporter.trial_done(i, outcome)
-        except KeyboardInterrupt:
-            if self.parent is not None:
-                self.parent.end("KILLED")
-            raise
-        finally:
-            self.reporter.close()
-        summary = Summary(outcomes)
-        if self.parent is not None:
-            self.parent.set_tags({f"hashbench.n_{s.lower()}": summary.count(s)
-                                  for s in ("FINISHED", "SKIPPED", "FAILED")})
-            self.parent.end("FINISHED")
-        return summary
-
-    def _attach_feature_extraction(self) -> None:
-        """Shallow methods on image datasets get cached AlexNet fc7 features, on first use."""
-        from hashbench import features
-
-        pretrained, size = self.config.pretrained, self.config.feature_image_size
-        self.data_tags["features.extractor"] = (
-            f"{features.BACKBONE} ({features.weights_tag(pretrained)}, {features.transform_tag(size)}; "
-            "torchvision AlexNet as the stand-in for CNN-F)"
+            device = resolve_device(ctx.device, meta.requires)
+        except ConfigError as exc:
+            device, device_error = "none", exc
+        else:
+            device_error = None
+        record = TrialRecord(
+            method=meta.name, protocol=ctx.protocol.name, dataset=ctx.protocol.dataset,
+            bits=spec.bits, seed=spec.seed, train_mode=ctx.split.train_mode,
+            hyper_parameters=method.get_params(), run_key=spec.run_key, title=meta.title,
+            display=meta.display_name(ctx.split.train_mode),
+            variant=meta.is_variant(ctx.split.train_mode), modalities=",".join(method.modalities),
+            method_origin=registry.origin(meta.name), method_sha256=method_source_sha256(cls),
+            version=ctx.base_tags[VERSION_TAG], git_sha=ctx.base_tags[GIT_SHA_TAG],
+            split_sha256=ctx.split.sha256, eval_split_sha256=ctx.split.eval_sha256,
+            eval_description=ctx.base_tags[EVAL_DESCRIPTION_TAG], device=device,
+            conventions=ctx.conventions.as_tags(), data_tags=ctx.data_tags,
         )
-        dataset, reporter, device = self.dataset, self.reporter, self.device
-        self.dataset.feature_source = lambda: features.extract_features(
-            dataset, pretrained=pretrained, device=device, progress=reporter.progress,
-            log=reporter.message, image_size=size,
-        )
-
-    def _compatible(self, trials: list[Trial]) -> list[Trial]:
-        """Single-label methods on multi-label data: refused when asked for by name,
-        left out with a message under ``--methods all`` (the paper's N/A cells)."""
-        if not self.dataset.multilabel:
-            return trials
-        single = sorted({t.method.meta.name for t in trials if not t.method.meta.multilabel})
-        if not single:
-            return trials
-        if not self.config.skip_incompatible:
-            raise ConfigError(
-                f"method(s) {', '.join(single)} support single-label data only and dataset "
-                f"{self.dataset.name!r} is multi-label; leave them out of --methods"
-            )
-        self.reporter.message(f"left out (single-label methods, multi-label data): {', '.join(single)}")
-        return [t for t in trials if t.method.meta.multilabel]
-
-    def _ensure_parent(self) -> RunRecorder:
-        if self.parent is None:
-            tags = {**self.base_tags, KIND_TAG: "grid", "hashbench.command": self.config.command}
-            name = f"{self.protocol.name}: {','.join(m.meta.name for m in self.config.methods)}"
-            self.parent = self.store.start_run(name, tags)
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "split.npz"
-                self.split.save(path)
-                self.parent.log_artifact(path)
-            self.parent.log_json(_protocol_dict(self.protocol), "protocol.json")
-        return self.parent
-
-    def _run_one(self, trial: Trial) -> Outcome:
-        method = build_method(trial.method, trial.bits, trial.params)
-        key = run_key(trial, method, self.protocol, self.split, self.conventions, self.data_tags)
-        if not self.config.force:
-            existing = self.store.finished_run(key)
-            if existing is not None:
-                return Outcome(trial, "SKIPPED", existing)
-        parent = self._ensure_parent()
-        meta = trial.method.meta
-        recorder = self.store.start_run(
-            f"{meta.name}-{trial.bits}b-s{trial.seed}",
-            {**self.base_tags, RUN_KEY_TAG: key,
-             "hashbench.method_origin": registry.origin(meta.name),
-             "hashbench.method_title": meta.title,
-             "hashbench.display_name": meta.display_name(self.split.train_mode),
-             "hashbench.learns_database": str(meta.learns_database).lower()},
-            parent_id=parent.run_id,
-        )
-        self.reporter.trial_started(trial)
+        params, tags = record.to_mlflow()
+        recorder = self.store.start_run(record.run_name, tags, parent_id=ctx.parent_run_id)
+        self.reporter.trial_started(spec)
         try:
-            recorder.log_params({
-                "method": meta.name, "protocol": self.protocol.name,
-                "dataset": self.protocol.dataset, "bits": trial.bits, "seed": trial.seed,
-                "train_mode": self.split.train_mode,
-                **{f"hp.{k}": v for k, v in method.get_params().items() if k != "bits"},
-            })
-            recorder.log_json(self._config_dict(trial, method, key), "config.json")
-            metrics, flags = self._execute(trial, method, recorder)
+            recorder.log_params(params)
+            recorder.log_json(self._config_dict(spec, method, device), CONFIG_ARTIFACT)
+            if device_error is not None:
+                raise device_error
+            metrics, flags = self._execute(spec, method, device, recorder)
         except KeyboardInterrupt:
-            recorder.set_tags({"hashbench.error": "interrupted (Ctrl-C)"})
+            recorder.set_tags({ERROR_TAG: "interrupted (Ctrl-C)"})
             recorder.end("KILLED")
             raise
         except Exception as exc:  # noqa: BLE001 - a failing trial must not stop the grid
             message = _one_line(exc)
-            recorder.set_tags({"hashbench.error": message})
-            recorder.log_text(traceback.format_exc(), "traceback.txt")
+            recorder.set_tags({ERROR_TAG: message})
+            recorder.log_text(traceback.format_exc(), TRACEBACK_ARTIFACT)
             recorder.end("FAILED")
-            return Outcome(trial, "FAILED", recorder.run_id, error=message)
+            return Outcome(spec, "FAILED", recorder.run_id, error=message,
+                           seconds=time.perf_counter() - started)
         recorder.end("FINISHED")
-        return Outcome(trial, "FINISHED", recorder.run_id, metrics, flags=flags)
+        return Outcome(spec, "FINISHED", recorder.run_id, metrics, flags=flags,
+                       seconds=time.perf_counter() - started)
 
-    def _execute(self, trial: Trial, method: Hasher,
+    def _execute(self, spec: TrialSpec, method: Hasher, device: str,
                  recorder: RunRecorder) -> tuple[dict[str, float], dict[str, str]]:
-        dataset, split = self.dataset, self.split
-        recorder.set_tags({"hashbench.input": method.input_kind})
-        _seed_everything(trial.seed)
+        ctx = self.context
+        _seed_everything(spec.seed)
+        data = ctx.split.view(self.dataset, method.modalities)
         with tempfile.TemporaryDirectory(prefix="hashbench-") as scratch:
-            ctx = RunContext(seed=trial.seed, device=self.device, scratch_dir=Path(scratch),
-                             log_metric=recorder.log_metric, progress=self.reporter.progress)
-            query_codes, db_codes, timings = fit_and_encode(method, dataset, split, ctx)
+            run_ctx = RunContext(seed=spec.seed, device=device, scratch_dir=Path(scratch),
+                                 log_metric=recorder.log_metric, progress=self.reporter.progress)
+            codes, timings = run_trial_data(method, data, run_ctx)
             t0 = time.perf_counter()
-            result = evaluate(query_codes, db_codes, dataset.labels[split.query],
-                              dataset.labels[split.database], self.conventions, n_jobs=_usable_cpus())
+            results = {task: evaluate(q, d, data.query.labels, data.database.labels, ctx.conventions,
+                                      n_jobs=usable_cpus())
+                       for task, (q, d) in codes.items()}
             timings["evaluate_seconds"] = time.perf_counter() - t0
 
-            metrics = {**result.metrics, **timings}
+            metrics = {f"{task.prefix}{k}": v for task, r in results.items() for k, v in r.metrics.items()}
+            metrics.update(timings)
             recorder.log_metrics(metrics)
-            tags = {f"hashbench.flag.{k}": v for k, v in result.flags.items()}
-            if tags:
-                recorder.set_tags(tags)
+            flags = {f"{task.prefix}{k}": v for task, r in results.items() for k, v in r.flags.items()}
+            if flags:
+                recorder.set_tags(TrialRecord.flag_tags(flags))
             folder = Path(scratch) / "artifacts"
             folder.mkdir()
-            np.savez_compressed(folder / "codes.npz", bits=trial.bits,
-                                query=pack_codes(query_codes), database=pack_codes(db_codes))
-            for name, frame in result.curves.items():
-                frame.to_csv(folder / f"{name}.csv", index=False)
-                log_curve(recorder, name, frame)
+            packed = {"bits": spec.bits}
+            for task, (q, d) in codes.items():
+                packed[f"{task.prefix}query"] = pack_codes(q)
+                packed[f"{task.prefix}database"] = pack_codes(d)
+            np.savez_compressed(folder / CODES_ARTIFACT, **packed)
+            for task, result in results.items():
+                for name, frame in result.curves.items():
+                    frame.to_csv(folder / f"{task.prefix}{name}.csv", index=False)
+                    log_curve(recorder, f"{task.prefix}{name}", frame)
             for path in sorted(folder.iterdir()):
                 recorder.log_artifact(path)
-        return metrics, dict(result.flags)
+        return metrics, flags
 
-    def _config_dict(self, trial: Trial, method: Hasher, key: str) -> dict[str, Any]:
+    def _config_dict(self, spec: TrialSpec, method: Hasher, device: str) -> dict[str, Any]:
+        ctx = self.context
+        meta = dict(method.meta.__dict__)
         return {
-            "run_key": key,
-            "method": {"name": trial.method.meta.name, "params": method.get_params(),
-                       "meta": trial.method.meta.__dict__},
-            "protocol": _protocol_dict(self.protocol),
-            "split_sha256": self.split.sha256,
-            "seed": trial.seed,
-            "device": self.device,
-            "conventions": self.conventions.as_tags(),
+            "run_key": spec.run_key,
+            "method": {"name": spec.method, "params": method.get_params(), "meta": meta},
+            "protocol": _protocol_dict(ctx.protocol),
+            "split_sha256": ctx.split.sha256,
+            "seed": spec.seed,
+            "device": device,
+            "conventions": ctx.conventions.as_tags(),
             "hashbench_version": hashbench.__version__,
-            "sizes": {"query": len(self.split.query), "database": len(self.split.database),
-                      "train": len(self.split.train)},
+            "sizes": {"query": len(ctx.split.query), "database": len(ctx.split.database),
+                      "train": len(ctx.split.train)},
         }
+
+
+class Executor(ABC):
+    """Runs a plan's pending trials and yields their outcomes as they finish.
+
+    Contract for implementations (the scale-out executors follow it): a trial is the
+    picklable ``(plan.context, spec)``; whoever runs it builds a :class:`TrialWorker` from
+    the context (loading the dataset once per process), calls ``worker.run(spec)``, which
+    resolves the device in that process and records the child run under
+    ``context.parent_run_id``, and sends back only the :class:`Outcome`.
+    """
+
+    name = "executor"
+
+    @abstractmethod
+    def execute(self, plan: Plan, reporter: Reporter) -> Iterator[Outcome]:
+        """Yield one outcome per pending trial of ``plan``."""
+
+
+class LocalExecutor(Executor):
+    """In this process, one trial after the other (the default)."""
+
+    name = "local"
+
+    def execute(self, plan: Plan, reporter: Reporter) -> Iterator[Outcome]:
+        worker = TrialWorker(plan.context, reporter, dataset=plan.dataset, store=plan.store)
+        for spec in plan.pending:
+            yield worker.run(spec)
+
+
+EXECUTORS: dict[str, Callable[[], Executor]] = {"local": LocalExecutor}
+
+
+def run_grid(config: RunConfig, reporter: Reporter, executor: Executor | None = None) -> Summary:
+    """Plan ``config``, then execute it with ``executor`` (default: in-process)."""
+    plan = plan_grid(config, reporter)
+    executor = executor or LocalExecutor()
+    outcomes: list[Outcome] = []
+    reporter.start(plan.total, plan.context.protocol, plan.context.split, plan.context.tracking_uri)
+    index = 0
+    try:
+        for outcome in plan.skipped:
+            index += 1
+            outcomes.append(outcome)
+            reporter.trial_done(index, outcome)
+        for outcome in executor.execute(plan, reporter):
+            index += 1
+            outcomes.append(outcome)
+            reporter.trial_done(index, outcome)
+    except KeyboardInterrupt:
+        if plan.parent is not None:
+            plan.parent.end("KILLED")
+        raise
+    finally:
+        reporter.close()
+    summary = Summary(outcomes)
+    if plan.parent is not None:
+        plan.parent.set_tags(GridRecord.count_tags(
+            {s: summary.count(s) for s in ("FINISHED", "SKIPPED", "FAILED")}))
+        plan.parent.end("FINISHED")
+    return summary
+
+
+class GridRunner:
+    """``run_grid`` for one :class:`RunConfig` (kept for callers of the first API)."""
+
+    def __init__(self, config: RunConfig, reporter: Reporter, executor: Executor | None = None) -> None:
+        self.config, self.reporter, self.executor = config, reporter, executor
+
+    def run(self) -> Summary:
+        return run_grid(self.config, self.reporter, self.executor)
+
+
+# ---------------------------------------------------------------- one trial's data
+
+
+def run_trial_data(method: Hasher, data: TrialData,
+                   ctx: RunContext) -> tuple[dict[Task, tuple[np.ndarray, np.ndarray]], dict[str, float]]:
+    """Fit on ``data`` (without its queries), encode the queries and the database for every
+    retrieval task of the method; check the code contract and time each phase.
+
+    Database codes always come from ``method.encode_database(data, modality)``.
+    Returns ({task: (query codes, database codes)}, timings).
+    """
+    meta = method.meta
+    if not meta.multilabel and bool((data.database.labels.sum(axis=1) > 1).any()):
+        raise HashbenchError(f"method {meta.name!r} supports single-label data only")
+    if data.query is None:
+        raise ValueError("run_trial_data needs the query part of the view")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    fitted = method.fit(data.for_fit(), ctx)
+    timings["train_seconds"] = time.perf_counter() - t0
+    if fitted is not method:
+        raise CodeContractError(f"method {meta.name!r}: fit() must return self")
+    timings["encode_query_seconds"] = timings["encode_database_seconds"] = 0.0
+    codes = {}
+    for task in tasks_for(method.modalities):
+        t0 = time.perf_counter()
+        query = method.encode_as(data.query[task.query], task.query)
+        timings["encode_query_seconds"] += time.perf_counter() - t0
+        query = check_codes(query, len(data.query), method.bits, meta.name, f"{task.prefix}query codes")
+        t0 = time.perf_counter()
+        database = method.encode_database(data, task.database)
+        timings["encode_database_seconds"] += time.perf_counter() - t0
+        database = check_codes(database, len(data.database), method.bits, meta.name,
+                               f"{task.prefix}database codes")
+        codes[task] = (query, database)
+    return codes, timings
 
 
 def fit_and_encode(method: Hasher, dataset: Dataset, split: Split,
                    ctx: RunContext) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-    """Fit on the split's training set, encode queries and database; check and time it all.
-
-    Database codes come from ``database_codes()`` when an asymmetric method trained on the
-    full database (or learns the database codes anyway, ``meta.learns_database``), else
-    from ``encode`` on the database. Returns (query codes, database codes, timings).
-    """
-    meta = method.meta
-    if not meta.multilabel and dataset.multilabel:
-        raise HashbenchError(f"method {meta.name!r} supports single-label data only")
-    inputs = dataset.inputs(method.input_kind)
-    full = split.train_mode == "full"
-    data = TrainingData(inputs=subset(inputs, split.train), labels=dataset.labels[split.train],
-                        indices=split.train, is_database=full)
-    if meta.learns_database and not full:
-        data.database_inputs = subset(inputs, split.database)
-        data.database_labels = dataset.labels[split.database]
-        data.database_indices = split.database
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    fitted = method.fit(data, ctx)
-    timings["train_seconds"] = time.perf_counter() - t0
-    if fitted is not method:
-        raise CodeContractError(f"method {meta.name!r}: fit() must return self")
-
-    t0 = time.perf_counter()
-    query_codes = method.encode(subset(inputs, split.query))
-    timings["encode_query_seconds"] = time.perf_counter() - t0
-    query_codes = check_codes(query_codes, len(split.query), method.bits, meta.name, "query codes")
-
-    t0 = time.perf_counter()
-    if isinstance(method, AsymmetricHasher) and (full or meta.learns_database):
-        db_codes, what = method.database_codes(), "database_codes()"
-    else:
-        db_codes, what = method.encode(subset(inputs, split.database)), "database codes"
-    timings["encode_database_seconds"] = time.perf_counter() - t0
-    db_codes = check_codes(db_codes, len(split.database), method.bits, meta.name, what)
-    return query_codes, db_codes, timings
+    """A single-modal trial without a store: (query codes, database codes, timings)."""
+    codes, timings = run_trial_data(method, split.view(dataset, method.modalities), ctx)
+    if len(codes) != 1:
+        raise ConfigError(f"method {method.meta.name!r} has {len(codes)} retrieval tasks; "
+                          "use run_trial_data")
+    (query, database), = codes.values()
+    return query, database, timings
 
 
 def log_curve(recorder: RunRecorder, name: str, frame: Any) -> None:
@@ -436,9 +710,7 @@ def _one_line(exc: BaseException) -> str:
     return prefix + text
 
 
-def _usable_cpus() -> int:
-    """CPUs this process may run on (the evaluator's threads; results do not depend on it)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+__all__ = ["DEVICE_TAG", "EXECUTORS", "Executor", "FeatureOptions", "GridRunner", "LocalExecutor",
+           "Outcome", "Plan", "RunConfig", "Summary", "Task", "TrialContext", "TrialSpec", "TrialWorker",
+           "build_method", "fit_and_encode", "git_sha", "plan_grid", "resolve_device", "run_grid",
+           "run_key", "run_trial_data", "tasks_for"]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from hashbench.api import Hasher, RunContext, TrainingData
+from hashbench.api import Hasher, RunContext, TrialData, trial_data
 from hashbench.datasets import load
 from hashbench.evaluation import Conventions, EvaluationResult, evaluate
 from hashbench.protocol import get_protocol, materialise
@@ -28,6 +30,25 @@ def digits_holdout(method: Hasher, split_seed: int, ctx: RunContext | None = Non
     data = load("digits")
     idx = np.random.default_rng(split_seed).permutation(len(data))
     train, queries, database = idx[:500], idx[500:600], idx[600:]
-    method.fit(TrainingData(data.features[train], data.labels[train], train), ctx or RunContext(seed=0))
-    return evaluate(method.encode(data.features[queries]), method.encode(data.features[database]),
+    view = trial_data({"features": data.features}, data.labels, train, database)
+    method.fit(view, ctx or RunContext(seed=0))
+    return evaluate(method.encode(data.features[queries]), method.encode_database(view),
                     data.labels[queries], data.labels[database])
+
+
+def training_view(inputs: Any, labels: np.ndarray, database: tuple[Any, np.ndarray] | None = None,
+                  modality: str = "features") -> TrialData:
+    """A :class:`~hashbench.api.TrialData` for fitting on arrays (tests, notebooks).
+
+    Without ``database`` the training set is the database (the protocol's full mode, rows
+    0..n-1). With ``database=(inputs, labels)`` the database is a separate set of rows (the
+    sampled mode: training rows 0..n-1, database rows n..n+m-1 of the stacked arrays)."""
+    labels = np.asarray(labels)
+    n = len(labels)
+    if database is None:
+        rows = np.arange(n)
+        return trial_data({modality: inputs}, labels, rows, rows, train_mode="full")
+    db_inputs, db_labels = database
+    stacked = np.concatenate([np.asarray(inputs), np.asarray(db_inputs)])
+    all_labels = np.concatenate([labels, np.asarray(db_labels)])
+    return trial_data({modality: stacked}, all_labels, np.arange(n), np.arange(n, len(all_labels)))

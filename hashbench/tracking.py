@@ -33,6 +33,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,9 +42,193 @@ from hashbench.errors import UsageError
 T = TypeVar("T")
 
 DEFAULT_EXPERIMENT = "hashbench"
-RUN_KEY_TAG = "hashbench.run_key"
-KIND_TAG = "hashbench.kind"
+
+# ---------------------------------------------------------------- the store schema
+# Every name hashbench writes to or reads from MLflow is defined here, once. The runner
+# writes through TrialRecord / GridRecord and the report reads through TrialRecord.from_run;
+# nothing else spells a tag, param or artifact name. The README's store table lists them.
+
+KIND_TAG = "hashbench.kind"                  # "grid" (parent run) or "trial" (child run)
 PARENT_TAG = "mlflow.parentRunId"
+RUN_KEY_TAG = "hashbench.run_key"
+VERSION_TAG = "hashbench.version"
+GIT_SHA_TAG = "hashbench.git_sha"
+SPLIT_TAG = "hashbench.split_sha256"
+EVAL_SPLIT_TAG = "hashbench.eval_split_sha256"
+EVAL_DESCRIPTION_TAG = "hashbench.eval_description"
+PROTOCOL_TAG = "hashbench.protocol"
+PROTOCOL_OVERRIDES_TAG = "hashbench.protocol_overrides"
+DEVICE_TAG = "hashbench.device"
+METHOD_ORIGIN_TAG = "hashbench.method_origin"
+METHOD_TITLE_TAG = "hashbench.method_title"
+METHOD_SHA_TAG = "hashbench.method_sha256"  # SHA-256 of the method's source file
+DISPLAY_NAME_TAG = "hashbench.display_name"
+VARIANT_TAG = "hashbench.variant"            # "D" for the paper's "-D" variants, else ""
+MODALITIES_TAG = "hashbench.modalities"
+COMMAND_TAG = "hashbench.command"
+ERROR_TAG = "hashbench.error"
+FLAG_PREFIX = "hashbench.flag."
+CONVENTION_PREFIX = "eval."
+DATA_PREFIXES = ("dataset.", "features.")
+COUNT_TAG = "hashbench.n_{status}"           # on the parent: trials per outcome
+LEGACY_LEARNS_DATABASE_TAG = "hashbench.learns_database"  # read from stores before core v2
+LEGACY_INPUT_TAG = "hashbench.input"
+
+HP_PREFIX = "hp."
+PARAMS = ("method", "protocol", "dataset", "bits", "seed", "train_mode")
+
+TIMING_METRICS = ("train_seconds", "encode_query_seconds", "encode_database_seconds",
+                  "evaluate_seconds")
+
+CONFIG_ARTIFACT = "config.json"
+CODES_ARTIFACT = "codes.npz"
+TRACEBACK_ARTIFACT = "traceback.txt"
+SPLIT_ARTIFACT = "split.npz"
+PROTOCOL_ARTIFACT = "protocol.json"
+
+
+@dataclass
+class TrialRecord:
+    """One trial as the store holds it: the fields the runner writes when the trial starts
+    (:meth:`to_mlflow`) and everything the report reads back (:meth:`from_run`).
+
+    ``data_tags`` are the dataset's provenance (``dataset.*``), the feature extractor
+    (``features.*``) and the protocol overrides; ``conventions`` the evaluation conventions
+    (``eval.*``). Stores written before these names were gathered here read back the same
+    (``variant`` is derived from the old ``hashbench.learns_database`` tag).
+    """
+
+    method: str
+    protocol: str
+    dataset: str
+    bits: int
+    seed: int
+    train_mode: str
+    hyper_parameters: dict[str, Any] = field(default_factory=dict)
+    run_key: str = ""
+    title: str = ""
+    display: str = ""
+    variant: bool = False
+    modalities: str = ""
+    method_origin: str = ""
+    method_sha256: str = ""
+    version: str = ""
+    git_sha: str = ""
+    split_sha256: str = ""
+    eval_split_sha256: str = ""
+    eval_description: str = ""
+    device: str = ""
+    conventions: dict[str, str] = field(default_factory=dict)
+    data_tags: dict[str, str] = field(default_factory=dict)
+    # filled in by the store
+    run_id: str = ""
+    status: str = ""
+    start_time: int | None = None
+    end_time: int | None = None
+    error: str = ""
+    flags: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def params(self) -> dict[str, Any]:
+        """The MLflow params: the trial's coordinates and ``hp.<name>`` per hyper-parameter."""
+        return {"method": self.method, "protocol": self.protocol, "dataset": self.dataset,
+                "bits": self.bits, "seed": self.seed, "train_mode": self.train_mode,
+                **{f"{HP_PREFIX}{k}": v for k, v in self.hyper_parameters.items() if k != "bits"}}
+
+    def tags(self) -> dict[str, str]:
+        """The MLflow tags written when the trial starts."""
+        return {
+            **self.data_tags,
+            KIND_TAG: "trial",
+            VERSION_TAG: self.version,
+            GIT_SHA_TAG: self.git_sha,
+            SPLIT_TAG: self.split_sha256,
+            EVAL_SPLIT_TAG: self.eval_split_sha256,
+            EVAL_DESCRIPTION_TAG: self.eval_description,
+            PROTOCOL_TAG: self.protocol,
+            DEVICE_TAG: self.device,
+            **self.conventions,
+            RUN_KEY_TAG: self.run_key,
+            METHOD_ORIGIN_TAG: self.method_origin,
+            METHOD_SHA_TAG: self.method_sha256,
+            METHOD_TITLE_TAG: self.title,
+            DISPLAY_NAME_TAG: self.display,
+            VARIANT_TAG: "D" if self.variant else "",
+            MODALITIES_TAG: self.modalities,
+        }
+
+    def to_mlflow(self) -> tuple[dict[str, Any], dict[str, str]]:
+        """``(params, tags)`` for a new trial run."""
+        return self.params(), self.tags()
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.method}-{self.bits}b-s{self.seed}"
+
+    @staticmethod
+    def flag_tags(flags: dict[str, Any]) -> dict[str, str]:
+        return {f"{FLAG_PREFIX}{k}": str(v) for k, v in flags.items()}
+
+    @classmethod
+    def from_run(cls, run: Any) -> TrialRecord:
+        """Read one MLflow trial run back (any status, any hashbench version)."""
+        p, t = dict(run.data.params), dict(run.data.tags)
+        train_mode = p.get("train_mode", "")
+        title = t.get(METHOD_TITLE_TAG, p.get("method", ""))
+        if VARIANT_TAG in t:
+            variant = t[VARIANT_TAG] == "D"
+        else:  # before core v2: methods that learned the database were never "-D" variants
+            variant = train_mode == "full" and t.get(LEGACY_LEARNS_DATABASE_TAG, "false") != "true"
+        return cls(
+            method=p.get("method", ""),
+            protocol=p.get("protocol", t.get(PROTOCOL_TAG, "")),
+            dataset=p.get("dataset", ""),
+            bits=int(p["bits"]) if "bits" in p else -1,
+            seed=int(p["seed"]) if "seed" in p else -1,
+            train_mode=train_mode,
+            hyper_parameters={k[len(HP_PREFIX):]: v for k, v in p.items() if k.startswith(HP_PREFIX)},
+            run_key=t.get(RUN_KEY_TAG, run.info.run_id),
+            title=title,
+            display=t.get(DISPLAY_NAME_TAG) or (f"{title}-D" if train_mode == "full" else title),
+            variant=variant,
+            modalities=t.get(MODALITIES_TAG, t.get(LEGACY_INPUT_TAG, "")),
+            method_origin=t.get(METHOD_ORIGIN_TAG, ""),
+            method_sha256=t.get(METHOD_SHA_TAG, ""),
+            version=t.get(VERSION_TAG, ""),
+            git_sha=t.get(GIT_SHA_TAG, ""),
+            split_sha256=t.get(SPLIT_TAG, ""),
+            eval_split_sha256=t.get(EVAL_SPLIT_TAG, t.get(SPLIT_TAG, "")),
+            eval_description=t.get(EVAL_DESCRIPTION_TAG, ""),
+            device=t.get(DEVICE_TAG, ""),
+            conventions={k: v for k, v in t.items() if k.startswith(CONVENTION_PREFIX)},
+            data_tags={k: v for k, v in t.items()
+                       if k.startswith(DATA_PREFIXES) or k == PROTOCOL_OVERRIDES_TAG},
+            run_id=run.info.run_id,
+            status=run.info.status,
+            start_time=run.info.start_time,
+            end_time=run.info.end_time,
+            error=t.get(ERROR_TAG, ""),
+            flags={k[len(FLAG_PREFIX):]: v for k, v in t.items() if k.startswith(FLAG_PREFIX)},
+            metrics=dict(run.data.metrics),
+        )
+
+
+@dataclass
+class GridRecord:
+    """The parent run of one ``hashbench run``: shared tags, the command, the split and the
+    protocol as artifacts, and at the end the count of trials per outcome."""
+
+    name: str
+    command: str
+    base_tags: dict[str, str]
+
+    def tags(self) -> dict[str, str]:
+        return {**self.base_tags, KIND_TAG: "grid", COMMAND_TAG: self.command}
+
+    @staticmethod
+    def count_tags(counts: dict[str, int]) -> dict[str, int]:
+        return {COUNT_TAG.format(status=s.lower()): n for s, n in counts.items()}
+
 
 # MLflow and alembic are chatty at INFO when a store is created.
 for _name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking"):
@@ -141,23 +326,26 @@ class Store:
 
     # ------------------------------------------------------------------ queries
 
-    def finished_run(self, run_key: str) -> str | None:
-        """The id of a FINISHED trial with this run key, if any."""
-        runs = _retry(lambda: self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}' and attributes.status = 'FINISHED'",
-            max_results=1,
-        ))
-        return runs[0].info.run_id if runs else None
+    def finished_keys(self) -> dict[str, str]:
+        """Run key -> run id of every FINISHED trial (the newest run per key), in one pass."""
+        keys: dict[str, str] = {}
+        for run in reversed(self.trial_runs("FINISHED")):  # oldest first: the newest wins
+            key = run.data.tags.get(RUN_KEY_TAG)
+            if key:
+                keys[key] = run.info.run_id
+        return keys
 
-    def trial_runs(self) -> list[Any]:
-        """Every trial run of the experiment (all statuses), newest first."""
+    def trial_runs(self, status: str | None = None) -> list[Any]:
+        """Every trial run of the experiment (all statuses, or one), newest first."""
         runs: list[Any] = []
         token = None
+        query = f"tags.`{KIND_TAG}` = 'trial'"
+        if status:
+            query += f" and attributes.status = '{status}'"
         while True:
             page = _retry(lambda token=token: self.client.search_runs(
                 [self.experiment_id],
-                filter_string=f"tags.`{KIND_TAG}` = 'trial'",
+                filter_string=query,
                 max_results=1000,
                 page_token=token,
             ))
@@ -165,6 +353,10 @@ class Store:
             token = page.token
             if not token:
                 return runs
+
+    def trial_records(self) -> list[TrialRecord]:
+        """Every trial run of the experiment as a :class:`TrialRecord`, newest first."""
+        return [TrialRecord.from_run(run) for run in self.trial_runs()]
 
     # ------------------------------------------------------------------ writes
 
@@ -238,19 +430,6 @@ class RunRecorder:
 def _param_text(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text if len(text) <= 6000 else text[:5990] + "...(cut)"
-
-
-def run_record(run: Any) -> dict[str, Any]:
-    """A plain dict of one run: id, status, start/end times, params, metrics, tags."""
-    return {
-        "run_id": run.info.run_id,
-        "status": run.info.status,
-        "start_time": run.info.start_time,
-        "end_time": run.info.end_time,
-        "params": dict(run.data.params),
-        "metrics": dict(run.data.metrics),
-        "tags": dict(run.data.tags),
-    }
 
 
 def metric_history(store: Store, run_id: str, name: str) -> list[tuple[int, float]]:

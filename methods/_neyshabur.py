@@ -72,8 +72,9 @@ from typing import Any
 
 import numpy as np
 
-from hashbench.api import AsymmetricHasher, RunContext, TrainingData, binarize
+from hashbench.api import AsymmetricHasher, RunContext, TrialData, binarize
 from hashbench.errors import ConfigError
+from hashbench.labels import LabelGroups, share_label  # noqa: F401 - used by Lin:*, FastH and tests
 from hashbench.oos import Standardiser
 
 _CHUNK = 16384
@@ -124,34 +125,6 @@ def best_threshold(counts: np.ndarray, bits: int, beta: float, conv: float) -> t
         if loss < best_loss:
             best_theta, best_loss = float(theta), float(loss)
     return best_theta, best_loss
-
-
-def share_label(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Boolean ``(len(rows), len(cols))``: the two items share at least one label."""
-    return (rows.astype(np.float32) @ cols.astype(np.float32).T) > 0
-
-
-class LabelGroups:
-    """Similarity of two labelled sets through their distinct label vectors.
-
-    Items with the same label vector have the same similarities, so a block of the
-    "share a label" matrix is a gather from the (groups x groups) table when that table
-    is small (always for single-label data), and a label product otherwise.
-    """
-
-    _MAX_TABLE = 16_000_000
-
-    def __init__(self, query_labels: np.ndarray, db_labels: np.ndarray) -> None:
-        self.lq, self.ld = query_labels, db_labels
-        uq, self.gq = np.unique(query_labels, axis=0, return_inverse=True)
-        ud, self.gd = np.unique(db_labels, axis=0, return_inverse=True)
-        self.gq, self.gd = self.gq.reshape(-1), self.gd.reshape(-1)
-        self.table = share_label(uq, ud) if len(uq) * len(ud) <= self._MAX_TABLE else None
-
-    def block(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        if self.table is None:
-            return share_label(self.lq[rows], self.ld[cols])
-        return self.table[self.gq[rows][:, None], self.gd[cols][None, :]]
 
 
 def with_bias(x: np.ndarray) -> np.ndarray:
@@ -445,27 +418,25 @@ class NeyshaburHasher(AsymmetricHasher):
     def _features(self, inputs: Any) -> np.ndarray:
         return with_bias(self.standardiser_.transform(inputs))
 
-    def fit(self, data: TrainingData, ctx: RunContext) -> NeyshaburHasher:
+    def fit(self, data: TrialData, ctx: RunContext) -> NeyshaburHasher:
         cfg = self._config()
-        self.standardiser_ = Standardiser().fit(data.inputs)
-        xq = self._features(data.inputs)
-        lq = np.asarray(data.labels) > 0
-        database = data.database_inputs is not None
-        if database and self._database == "codes":
+        self.standardiser_ = Standardiser().fit(data.train.inputs)
+        xq = self._features(data.train.inputs)
+        lq = np.asarray(data.train.labels) > 0
+        if self._database == "codes" and not data.train_is_database:
             # Lin:V learns a code word for every database item (ADSH eq. 3 setting)
-            xd, ld = self._features(data.database_inputs), np.asarray(data.database_labels) > 0
+            xd, ld = self._features(data.database.inputs), np.asarray(data.database.labels) > 0
+            self.learned_indices_ = np.asarray(data.database.indices)
         else:
             xd, ld = xq, lq
+            self.learned_indices_ = np.asarray(data.train.indices)
         result = NeyshaburTrainer(self.bits, self._database, cfg, ctx).fit(xq, lq, xd, ld)
         self.query_weights_ = result.query_weights
         self.theta_ = result.theta
         self.loss_history_ = result.history
         if self._database == "linear":
             self.db_weights_ = result.db_weights
-            self.db_codes_ = (self.encode_database(data.database_inputs) if database
-                              else result.db_codes)
-        else:
-            self.db_codes_ = result.db_codes
+        self.db_codes_ = result.db_codes
         return self
 
     def encode(self, inputs: Any) -> np.ndarray:

@@ -16,11 +16,11 @@ database. Training alternates, for ``outer_iters`` (T_out) outer iterations:
 
 Two training settings (paper, "Model Formulation"):
 
-* eq. (5): only the database is given (``data.is_database``, the protocol's ``full``
-  mode, or a training set with no separate database): Omega is sampled from the
-  database itself, and the gamma term ties ``v_i`` to ``u_i`` for ``i in Omega``.
+* eq. (5): the training set is the database (``data.train_is_database``, the protocol's
+  ``full`` mode): Omega is sampled from the database itself, and the gamma term ties
+  ``v_i`` to ``u_i`` for ``i in Omega``.
 * eq. (3): a separate labelled query (training) set is given, with the database in
-  ``data.database_*`` (the protocol's ``sampled`` mode; ``meta.learns_database``): Omega
+  ``data.database`` (the protocol's ``sampled`` mode): Omega
   is sampled from the training set, V is learned for the whole database, and there is
   no gamma term (``U_bar = 0``).
 
@@ -59,7 +59,7 @@ network's device. So one outer iteration is O(m) network work plus O(n c^2): lin
 Network: ``backbone`` in ``hashbench.backbones`` ("mlp" for feature vectors, the default
 for the registered ``features`` input; "cnn" for small images; "alexnet", the torchvision
 stand-in for CNN-F, for images, ImageNet weights by default). The runner hands the method
-what its backbone takes (``input_kind``): with "mlp", feature vectors (the 64 pixels on
+what its backbone takes (``modalities``): with "mlp", feature vectors (the 64 pixels on
 digits; on image datasets the cached AlexNet fc7 features of ``hashbench.features``); with
 "cnn" or "alexnet", the images themselves, trained end to end as in the paper
 (``--param adsh.backbone=alexnet``; numpy ``(N, C, H, W)`` / ``(N, H, W, C)`` arrays or an
@@ -82,24 +82,16 @@ explains why and how to override it).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from hashbench.api import AsymmetricHasher, MethodMeta, RunContext, TrainingData
-from hashbench.backbones import (
-    DEVICE_INPUTS_BYTES,
-    StepLog,
-    build_backbone,
-    cpu_threads,
-    eval_points,
-    input_shape,
-    network_codes,
-    threads_for,
-    to_batch,
-)
-from hashbench.errors import ConfigError, DataError
+from hashbench.api import AsymmetricHasher, IndexedView, MethodMeta, RunContext, TrialData
+from hashbench.backbones import DEVICE_INPUTS_BYTES, StepLog, eval_points, to_batch
+from hashbench.deep import DeepHasher
+from hashbench.errors import DataError
+from hashbench.labels import group_labels, share_label
 from hashbench.registry import register
 
 _CHUNK_ENTRIES = 1 << 22  # group-similarity entries materialised at once (32 MB as float64)
@@ -107,23 +99,6 @@ _BIT_BLOCK = 16  # V-step: bits per block (one matrix product per block, see upd
 
 
 # ---------------------------------------------------------------- similarity by label groups
-
-
-def group_labels(*label_matrices: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Unique label vectors over all matrices, and each row's group id per matrix.
-
-    Returns ``(group_labels (G, L) uint8, [ids_0, ids_1, ...])``.
-    """
-    stacked = np.concatenate([np.asarray(m) > 0 for m in label_matrices], axis=0)
-    packed = np.packbits(stacked, axis=1)
-    keys = np.ascontiguousarray(packed).view(np.dtype((np.void, packed.shape[1]))).ravel()
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    groups = stacked[first].astype(np.uint8)
-    ids, start = [], 0
-    for m in label_matrices:
-        ids.append(inverse[start:start + len(m)].astype(np.int64))
-        start += len(m)
-    return groups, ids
 
 
 def _column_chunks(rows: int, cols: int) -> list[slice]:
@@ -152,7 +127,7 @@ class SimilarityBlock:
         query_labels = labels[present]
         share = np.empty((len(present), self.n_groups), dtype=bool)  # (Gq, G), in chunks
         for cols in _column_chunks(len(present), self.n_groups):
-            share[:, cols] = query_labels @ labels[cols].T > 0
+            share[:, cols] = share_label(query_labels, labels[cols])
         q_counts = np.bincount(q_inv, minlength=len(present)).astype(np.float64)
         d_counts = np.bincount(db_groups, minlength=self.n_groups).astype(np.float64)
         similar_per_group = share @ d_counts  # exact integers in float64
@@ -284,11 +259,6 @@ def objective(V: torch.Tensor, U: torch.Tensor, S: torch.Tensor, omega_db: torch
     return float(value)
 
 
-def learning_rates(start: float, end: float, epochs: int) -> np.ndarray:
-    """The authors' schedule: ``logspace(log10 start, log10 end, epochs)``, one rate per epoch."""
-    return np.logspace(np.log10(start), np.log10(end), max(epochs, 1))
-
-
 # ---------------------------------------------------------------- the method
 
 
@@ -307,107 +277,60 @@ class _Problem:
 
 
 @register
-class ADSH(AsymmetricHasher):
+@dataclass(eq=False)
+class ADSH(DeepHasher, AsymmetricHasher):
     meta = MethodMeta(
         name="adsh",
         title="ADSH",
         citation="Jiang & Li, Asymmetric deep supervised hashing, AAAI 2018",
         family="deep",
-        input="features",
+        modalities=("features",),
+        requires="gpu-preferred",
         supervised=True,
         asymmetric=True,
-        learns_database=True,
         full_mode_title="ADSH",  # learning the database codes is the method, not a "-D" variant
     )
     conformance_params = {"outer_iters": 3, "inner_epochs": 1, "num_samples": 100}
 
-    def __init__(self, bits: int = 32, gamma: float = 200.0, outer_iters: int = 50,
-                 inner_epochs: int = 3, num_samples: int = 2000, batch_size: int = 64,
-                 learning_rate: float = 0.5, learning_rate_end: float = 5e-3,
-                 momentum: float = 0.0, weight_decay: float = 5e-4, backbone: str = "mlp",
-                 pretrained: bool | None = None, hidden: int = 256, image_size: int = 224,
-                 eval_every: int = 0) -> None:
-        self.bits = bits
-        self.gamma = gamma
-        self.outer_iters = outer_iters
-        self.inner_epochs = inner_epochs
-        self.num_samples = num_samples
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.learning_rate_end = learning_rate_end
-        self.momentum = momentum
-        self.weight_decay = weight_decay
-        self.backbone = backbone
-        self.pretrained = pretrained
-        self.hidden = hidden
-        self.image_size = image_size
-        self.eval_every = eval_every
+    bits: int = 32
+    gamma: float = 200.0
+    outer_iters: int = 50
+    inner_epochs: int = 3
+    num_samples: int = 2000
+    batch_size: int = 64
+    learning_rate: float = 0.5
+    learning_rate_end: float = 5e-3
+    momentum: float = 0.0
 
-    @property
-    def input_kind(self) -> str:
-        """The MLP trains on feature vectors; the CNN and AlexNet on images, end to end."""
-        return "features" if self.backbone == "mlp" else "images"
+    positive_fields: ClassVar[tuple[str, ...]] = DeepHasher.positive_fields + (
+        "outer_iters", "inner_epochs", "num_samples", "learning_rate_end")
+    non_negative_fields: ClassVar[tuple[str, ...]] = DeepHasher.non_negative_fields + ("gamma",)
 
-    # ------------------------------------------------------------ checks and set-up
-
-    def _validate(self) -> None:
-        positive = {"bits": self.bits, "outer_iters": self.outer_iters,
-                    "inner_epochs": self.inner_epochs, "num_samples": self.num_samples,
-                    "batch_size": self.batch_size, "learning_rate": self.learning_rate,
-                    "learning_rate_end": self.learning_rate_end, "hidden": self.hidden,
-                    "image_size": self.image_size}
-        for name, value in positive.items():
-            if not value > 0:
-                raise ConfigError(f"adsh: {name} must be positive, got {value!r}")
-        for name, value in {"gamma": self.gamma, "momentum": self.momentum,
-                            "weight_decay": self.weight_decay, "eval_every": self.eval_every}.items():
-            if not value >= 0:
-                raise ConfigError(f"adsh: {name} must be >= 0, got {value!r}")
-
-    def _problem(self, data: TrainingData) -> _Problem:
-        labels = np.asarray(data.labels)
-        if labels.ndim != 2 or len(labels) != len(data.inputs):
-            raise DataError(f"adsh: labels of shape {labels.shape} do not match "
-                            f"{len(data.inputs)} training inputs (expected (n, L) multi-hot)")
-        separate = not data.is_database and data.database_labels is not None
-        db_labels = np.asarray(data.database_labels) if separate else labels
+    def _problem(self, data: TrialData) -> _Problem:
+        """Eq. (5) when the training set is the database (Omega sampled from it, gamma term);
+        eq. (3) otherwise: Omega from the training set, V for every database item."""
+        inputs = data.train.inputs
+        labels = self.checked_labels("adsh", inputs, data.train.labels)
+        separate = not data.train_is_database
+        db_labels = np.asarray(data.database.labels) if separate else labels
         if separate and db_labels.shape[1] != labels.shape[1]:
             raise DataError(f"adsh: database labels have {db_labels.shape[1]} classes, "
                             f"training labels {labels.shape[1]}")
         groups, (q_ids, d_ids) = group_labels(labels, db_labels)
-        return _Problem(query_inputs=data.inputs, n_query=len(labels), n_database=len(db_labels),
+        return _Problem(query_inputs=inputs, n_query=len(labels), n_database=len(db_labels),
                         group_labels=groups, query_groups=q_ids, db_groups=d_ids,
                         query_is_database=not separate, db_labels=db_labels)
 
-    def _device(self, ctx: RunContext) -> torch.device:
-        device = torch.device(ctx.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("adsh: device 'cuda' was asked for but torch sees no CUDA device")
-        return device
-
     # ------------------------------------------------------------ training
 
-    def fit(self, data: TrainingData, ctx: RunContext) -> ADSH:
-        self._validate()
+    def fit(self, data: TrialData, ctx: RunContext) -> ADSH:
+        self.validate()
         problem = self._problem(data)
-        device = self._device(ctx)
-        self.device_ = device
-        fork = [device] if device.type == "cuda" else []
-        with cpu_threads(threads_for(self.backbone, device)), torch.random.fork_rng(devices=fork):
-            torch.manual_seed(ctx.seed)
-            model = build_backbone(self.backbone, self.bits, input_shape(problem.query_inputs),
-                                   pretrained=self._pretrained(), hidden=self.hidden,
-                                   image_size=self.image_size).to(device)
+        self.learned_indices_ = np.asarray(data.database.indices)  # V's rows (also for on_epoch)
+        with self.seeded_network(problem.query_inputs, ctx) as (model, device):
             V = self._train(model, problem, ctx, device)
-        model.eval()
-        self.model_ = model
         self.codes_ = V.cpu().numpy().astype(np.int8)
         return self
-
-    def _pretrained(self) -> bool:
-        if self.pretrained is None:
-            return self.backbone == "alexnet"
-        return bool(self.pretrained)
 
     def _train(self, model: torch.nn.Module, problem: _Problem, ctx: RunContext,
                device: torch.device) -> torch.Tensor:
@@ -415,10 +338,8 @@ class ADSH(AsymmetricHasher):
         m = min(self.num_samples, problem.n_query)
         gamma = float(self.gamma) if problem.query_is_database else 0.0
         V = torch.zeros(c, n, dtype=torch.float64, device=device).T  # column-major: see update_codes
-        optimizer = torch.optim.SGD(model.parameters(), lr=self.learning_rate,
-                                    momentum=self.momentum, weight_decay=self.weight_decay)
-        rates = learning_rates(self.learning_rate, self.learning_rate_end,
-                               self.outer_iters * self.inner_epochs)
+        optimizer = self.optimizer(model)
+        rates = self.learning_rates(self.outer_iters * self.inner_epochs)
         eval_idx = eval_points(problem.n_query, ctx.seed) if self.eval_every else None
         self.losses_: list[float] = []
         log = StepLog(ctx, self.eval_every, self.outer_iters)
@@ -485,42 +406,25 @@ class ADSH(AsymmetricHasher):
 
     def _train_map(self, model: torch.nn.Module, problem: _Problem, idx: np.ndarray,
                    V: torch.Tensor) -> float:
-        from hashbench.evaluation import evaluate  # lazily: only when eval_every > 0
-
-        was_training = model.training
-        model.eval()
         inputs = problem.query_inputs
-        rows = inputs[idx] if isinstance(inputs, np.ndarray) else _Rows(inputs, idx)
-        codes = self._forward_codes(model, rows)
-        model.train(was_training)
+        rows = inputs[idx] if isinstance(inputs, np.ndarray) else IndexedView(inputs, idx)
         query_labels = problem.group_labels[problem.query_groups[idx]]
-        db_codes = V.cpu().numpy().astype(np.int8)
-        return float(evaluate(codes, db_codes, query_labels, problem.db_labels).metrics["map"])
+        return self._map_against(model, rows, query_labels, V.cpu().numpy().astype(np.int8),
+                                 problem.db_labels)
 
     # ------------------------------------------------------------ codes
-
-    def _forward_codes(self, model: torch.nn.Module, inputs: Any) -> np.ndarray:
-        return network_codes(model, inputs, self.bits, self.backbone, self.device_)
-
-    def encode(self, inputs: Any) -> np.ndarray:
-        """Query codes ``sign(F(x))`` (value > 0 -> +1, else -1)."""
-        self._check_fitted("model_")
-        return self._forward_codes(self.model_, inputs)
 
     def database_codes(self) -> np.ndarray:
         """The learned V, one row per database item in database order (never F(database))."""
         self._check_fitted("codes_")
         return self.codes_.copy()
 
-
-class _Rows:
-    """Rows ``idx`` of an indexable collection (for the evaluation queries)."""
-
-    def __init__(self, source: Any, idx: np.ndarray) -> None:
-        self.source, self.idx = source, idx
-
-    def __len__(self) -> int:
-        return len(self.idx)
-
-    def __getitem__(self, i: int) -> Any:
-        return self.source[int(self.idx[i])]
+    def encode_database(self, data: TrialData, modality: str | None = None) -> np.ndarray:
+        """Always the learned V: re-encoding the database with the network is a known bug of
+        a popular code base, and impossible here. V must have been learned for exactly
+        ``data.database``'s rows."""
+        self._check_fitted("codes_")
+        if not self.learned_for(data):
+            raise DataError("adsh: the learned database codes V belong to other rows than this "
+                            "database; fit ADSH on this database (never encode it with the network)")
+        return self.database_codes()

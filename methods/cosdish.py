@@ -57,6 +57,7 @@ from threadpoolctl import threadpool_limits
 
 from hashbench.api import MethodMeta, RunContext, binarize
 from hashbench.errors import ConfigError
+from hashbench.labels import balanced_targets, share_label
 from hashbench.oos import EXTENSIONS, BoostedTrees, LinearProjection, TwoStepHasher
 from hashbench.registry import register
 
@@ -143,12 +144,7 @@ def sampled_objective(b: np.ndarray, omega: np.ndarray, target: np.ndarray, bits
 
 def similarity_targets(labels: np.ndarray, omega: np.ndarray) -> np.ndarray:
     """Sampled block ``S[:, Omega]`` with +1 for pairs that share a label, ``-r`` otherwise."""
-    y = np.asarray(labels, dtype=np.float32)
-    similar = (y @ y[omega].T) > 0
-    n_similar = int(similar.sum())
-    n_dissimilar = similar.size - n_similar
-    r = n_similar / n_dissimilar if n_dissimilar else 1.0
-    return np.where(similar, 1.0, -r)
+    return balanced_targets(share_label(labels, np.asarray(labels)[omega]))
 
 
 def update_omega(b_omega: np.ndarray, b_gamma: np.ndarray, t_omega: np.ndarray,
@@ -179,7 +175,6 @@ class COSDISH(TwoStepHasher):
         title="COSDISH",
         citation="Kang, Li & Zhou, Column sampling based discrete supervised hashing, AAAI 2016",
         family="shallow",
-        input="features",
         supervised=True,
         asymmetric=True,
     )

@@ -69,7 +69,7 @@ class DHN(SymmetricDeepHasher):
         citation="Zhu, Long, Wang & Cao, Deep hashing network for efficient similarity "
                  "retrieval, AAAI 2016",
         family="deep",
-        input="features",
+        requires="gpu-preferred",
         supervised=True,
     )
     conformance_params = {"epochs": 3}

@@ -126,7 +126,7 @@ class DPSH(SymmetricDeepHasher):
         citation="Li, Wang & Kang, Feature learning based deep supervised hashing with "
                  "pairwise labels, IJCAI 2016",
         family="deep",
-        input="features",
+        requires="gpu-preferred",
         supervised=True,
     )
     conformance_params = {"epochs": 3}

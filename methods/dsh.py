@@ -62,7 +62,7 @@ class DSH(SymmetricDeepHasher):
         citation="Liu, Wang, Shan & Chen, Deep supervised hashing for fast image retrieval, "
                  "CVPR 2016",
         family="deep",
-        input="features",
+        requires="gpu-preferred",
         supervised=True,
     )
     conformance_params = {"epochs": 3}

@@ -67,7 +67,7 @@ from typing import Any
 
 import numpy as np
 
-from hashbench.api import Hasher, MethodMeta, RunContext, TrainingData, binarize
+from hashbench.api import Hasher, MethodMeta, RunContext, TrialData, binarize
 from hashbench.errors import ConfigError
 from hashbench.oos import BoostedTrees
 from hashbench.registry import register
@@ -202,7 +202,6 @@ class FastH(Hasher):
         citation="Lin, Shen, Shi, van den Hengel & Suter, Fast supervised hashing with decision "
         "trees for high-dimensional data, CVPR 2014",
         family="shallow",
-        input="features",
         supervised=True,
     )
     conformance_params = {"n_rounds": 20}
@@ -223,9 +222,9 @@ class FastH(Hasher):
         return BoostedTrees(n_rounds=self.n_rounds, max_depth=self.max_depth,
                             learning_rate=self.learning_rate, pca_dims=self.tree_pca_dims)
 
-    def fit(self, data: TrainingData, ctx: RunContext) -> FastH:
-        x = np.asarray(data.inputs, dtype=np.float32)
-        labels = np.asarray(data.labels) > 0
+    def fit(self, data: TrialData, ctx: RunContext) -> FastH:
+        x = np.asarray(data.train.inputs, dtype=np.float32)
+        labels = np.asarray(data.train.labels) > 0
         n = len(x)
         if n < 2:
             raise ConfigError("fasth needs at least two training points")

@@ -19,8 +19,7 @@ The quantisation loss of every iteration is logged as ``quantization_loss``.
 from __future__ import annotations
 
 import numpy as np
-
-from hashbench.api import Hasher, MethodMeta, RunContext, TrainingData, binarize
+from hashbench.api import Hasher, MethodMeta, RunContext, TrialData, binarize
 from hashbench.errors import ConfigError
 from hashbench.registry import register
 
@@ -52,7 +51,6 @@ class ITQ(Hasher):
         citation="Gong & Lazebnik, Iterative quantization: a Procrustean approach to "
         "learning binary codes, CVPR 2011",
         family="shallow",
-        input="features",
         supervised=False,
     )
 
@@ -60,8 +58,8 @@ class ITQ(Hasher):
         self.bits = bits
         self.n_iter = n_iter
 
-    def fit(self, data: TrainingData, ctx: RunContext) -> ITQ:
-        x = np.asarray(data.inputs, dtype=np.float64)
+    def fit(self, data: TrialData, ctx: RunContext) -> ITQ:
+        x = np.asarray(data.train.inputs, dtype=np.float64)
         if self.bits > min(x.shape):
             raise ConfigError(
                 f"itq: {self.bits} bits need at least {self.bits} feature dimensions and "

@@ -71,8 +71,9 @@ from typing import Any
 
 import numpy as np
 
-from hashbench.api import AsymmetricHasher, MethodMeta, RunContext, TrainingData, binarize
-from hashbench.errors import ConfigError, DataError
+from hashbench import labels as labels_module
+from hashbench.api import AsymmetricHasher, MethodMeta, RunContext, TrialData, binarize
+from hashbench.errors import ConfigError
 from hashbench.registry import register
 
 _ROWS = 8192
@@ -100,18 +101,9 @@ def kernel_features(x: Any, anchors: np.ndarray, sigma: float) -> np.ndarray:
     return out
 
 
-def class_ids(labels: np.ndarray, what: str = "kadgh") -> np.ndarray:
+def class_ids(labels: np.ndarray, what: str = "kadgh (Shi et al. 2017, as in the ADSH paper)") -> np.ndarray:
     """The class of each row of a one-hot label matrix; refuses multi-label rows."""
-    labels = np.asarray(labels)
-    per_row = (labels > 0).sum(axis=1)
-    if (per_row != 1).any():
-        bad = int(np.flatnonzero(per_row != 1)[0])
-        raise DataError(
-            f"{what} supports single-label data only (Shi et al. 2017, as in the ADSH paper): "
-            f"training item {bad} has {int(per_row[bad])} labels; use a single-label dataset "
-            "such as CIFAR-10 or digits"
-        )
-    return np.argmax(labels > 0, axis=1)
+    return labels_module.class_ids(labels, what)
 
 
 class Affinity:
@@ -181,7 +173,6 @@ class KADGH(AsymmetricHasher):
         title="KADGH",
         citation="Shi, Xing, Xu, Sapkota & Yang, Asymmetric discrete graph hashing, AAAI 2017",
         family="shallow",
-        input="features",
         supervised=True,
         asymmetric=True,
         multilabel=False,
@@ -199,11 +190,11 @@ class KADGH(AsymmetricHasher):
         self.rho = rho
         self.n_iter = n_iter
 
-    def fit(self, data: TrainingData, ctx: RunContext) -> KADGH:
+    def fit(self, data: TrialData, ctx: RunContext) -> KADGH:
         if self.mu <= 0 or self.nu < 0:
             raise ConfigError(f"kadgh: mu must be positive and nu non-negative, got {self.mu}, {self.nu}")
-        point_class = class_ids(data.labels)
-        x = np.asarray(data.inputs, dtype=np.float32)
+        point_class = class_ids(data.train.labels)
+        x = np.asarray(data.train.inputs, dtype=np.float32)
         n, r = len(x), self.bits
         rng = ctx.rng
         anchor_rows = np.sort(rng.choice(n, size=min(self.n_anchors, n), replace=False))
@@ -221,7 +212,7 @@ class KADGH(AsymmetricHasher):
         gram = (phi.T.astype(np.float64) @ phi)
         gram[np.diag_indices_from(gram)] += self.nu / self.mu
         chol = np.linalg.cholesky(gram)
-        affinity = Affinity(point_class, point_class[anchor_rows], data.labels.shape[1], self.rho)
+        affinity = Affinity(point_class, point_class[anchor_rows], data.train.labels.shape[1], self.rho)
         affinity.shift = affinity.total() / affinity.size
 
         b = np.where(rng.random((n, r)) < 0.5, 1, -1).astype(np.int8)
@@ -238,6 +229,7 @@ class KADGH(AsymmetricHasher):
             ctx.log_metric("objective", value / n, it)
         self.projection_ = _cholesky_solve(chol, phi.T.astype(np.float64) @ b)
         self.codes_ = b
+        self.learned_indices_ = np.asarray(data.train.indices)
         self.anchor_codes_ = z
         self.offset_ = affinity.shift
         return self

@@ -64,6 +64,7 @@ from threadpoolctl import threadpool_limits
 
 from hashbench.api import MethodMeta, RunContext, binarize
 from hashbench.errors import ConfigError
+from hashbench.labels import share_label
 from hashbench.oos import EXTENSIONS, BoostedTrees, LinearProjection, TwoStepHasher, gram_matrix
 from hashbench.registry import register
 
@@ -72,8 +73,7 @@ _EXACT_PCA_MAX_DIM = 1024
 
 def similarity_block(labels: np.ndarray, columns: np.ndarray) -> np.ndarray:
     """``S[:, columns]``: 1.0 where two points share at least one label, else 0.0 (n x |Omega|)."""
-    y = np.asarray(labels, dtype=np.float32)
-    return (y @ y[columns].T > 0).astype(np.float64)
+    return share_label(labels, np.asarray(labels)[columns]).astype(np.float64)
 
 
 def sampled_log_posterior(u_rows: np.ndarray, u_omega: np.ndarray, s_rows: np.ndarray,
@@ -145,7 +145,6 @@ class LFH(TwoStepHasher):
         title="LFH",
         citation="Zhang, Zhang, Li & Guo, Supervised hashing with latent factor models, SIGIR 2014",
         family="shallow",
-        input="features",
         supervised=True,
         asymmetric=True,
     )

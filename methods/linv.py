@@ -9,23 +9,26 @@ round uses a random block of 1,000 query rows against *all* database items, so s
 come from the labels in column chunks and no database x database matrix is ever formed.
 
 What "the database" is (the ADSH paper's Table 2: "Lin:V ... adopt all database points for
-training"): Lin:V always learns the code words of the database, so it declares
-``learns_database``:
+training"): Lin:V always learns the code words of the database:
 
 * protocol ``train = "full"`` (the training set is the database): queries are sampled from
   the database and V covers the database, as in the paper;
-* protocol ``train = "sampled"``: the runner passes the database in
-  ``TrainingData.database_*``; the query function is learned from the sampled training set
+* protocol ``train = "sampled"``: the query function is learned from ``data.train`` (the
+  sampled training set)
   and V for every database item, with similarities between the two from the labels (the
   asymmetric setting of ADSH's eq. 3). Fitted without a database, V covers the training set.
 
-``database_codes()`` returns V; ``encode()`` is the query function (there is no database
-function: a database item added later would need its code learned).
+``database_codes()`` returns V and ``encode_database`` hands it out; ``encode()`` is the
+query function. There is no database function: a database other than the one V was learned
+for is refused (its codes would need learning).
 """
 
 from __future__ import annotations
 
-from hashbench.api import MethodMeta
+import numpy as np
+
+from hashbench.api import MethodMeta, TrialData
+from hashbench.errors import DataError
 from hashbench.registry import register
 
 from ._neyshabur import NeyshaburHasher
@@ -39,12 +42,18 @@ class LinV(NeyshaburHasher):
         citation="Neyshabur, Yadollahpour, Makarychev, Salakhutdinov & Srebro, The power of "
         "asymmetry in binary hashing, NIPS 2013",
         family="shallow",
-        input="features",
         supervised=True,
         asymmetric=True,
-        learns_database=True,
         full_mode_title="Lin:V",
     )
     conformance_params = {"max_epochs": 2, "sgd_epochs": 2, "sgd_batches": 20,
                           "n_pairs": 20_000}
     _database = "codes"
+
+    def encode_database(self, data: TrialData, modality: str | None = None) -> np.ndarray:
+        """V, which must have been learned for exactly ``data.database``'s rows."""
+        self._check_fitted("db_codes_")
+        if not self.learned_for(data):
+            raise DataError("linv: V was learned for other rows than this database and Lin:V has "
+                            "no database hash function; fit it with this database")
+        return self.database_codes()

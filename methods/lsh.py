@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hashbench.api import Hasher, MethodMeta, RunContext, TrainingData, binarize
+from hashbench.api import Hasher, MethodMeta, RunContext, TrialData, binarize
 from hashbench.registry import register
 
 
@@ -19,15 +19,14 @@ class LSH(Hasher):
         title="LSH",
         citation="Charikar, Similarity estimation techniques from rounding algorithms, STOC 2002",
         family="data-independent",
-        input="features",
         supervised=False,
     )
 
     def __init__(self, bits: int = 32) -> None:
         self.bits = bits
 
-    def fit(self, data: TrainingData, ctx: RunContext) -> LSH:
-        x = np.asarray(data.inputs, dtype=np.float64)
+    def fit(self, data: TrialData, ctx: RunContext) -> LSH:
+        x = np.asarray(data.train.inputs, dtype=np.float64)
         self.mean_ = x.mean(axis=0)
         self.projection_ = ctx.rng.standard_normal((x.shape[1], self.bits))
         return self

@@ -44,7 +44,7 @@ import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 from threadpoolctl import threadpool_limits
 
-from hashbench.api import AsymmetricHasher, MethodMeta, RunContext, TrainingData, binarize
+from hashbench.api import AsymmetricHasher, MethodMeta, RunContext, TrialData, binarize
 from hashbench.errors import ConfigError
 from hashbench.registry import register
 
@@ -133,7 +133,6 @@ class SDH(AsymmetricHasher):
         title="SDH",
         citation="Shen, Shen, Liu & Shen, Supervised discrete hashing, CVPR 2015",
         family="shallow",
-        input="features",
         supervised=True,
         asymmetric=True,
     )
@@ -158,10 +157,10 @@ class SDH(AsymmetricHasher):
         if self.sigma <= 0:
             raise ConfigError(f"sdh: sigma must be positive, got {self.sigma}")
 
-    def fit(self, data: TrainingData, ctx: RunContext) -> SDH:
+    def fit(self, data: TrialData, ctx: RunContext) -> SDH:
         self._validate()
-        x = l2_normalise(data.inputs)
-        y = np.asarray(data.labels, dtype=np.float64)
+        x = l2_normalise(data.train.inputs)
+        y = np.asarray(data.train.labels, dtype=np.float64)
         n = len(x)
         anchors = x[np.sort(ctx.rng.choice(n, size=min(self.n_anchors, n), replace=False))]
         phi = rbf_features(x, anchors, self.sigma)
@@ -184,6 +183,7 @@ class SDH(AsymmetricHasher):
         self.anchors_ = anchors
         self.projection_ = p
         self.codes_ = b.astype(np.int8)
+        self.learned_indices_ = np.asarray(data.train.indices)
         return self
 
     def encode(self, inputs: Any) -> np.ndarray:

@@ -10,16 +10,17 @@ from hashbench.methods.adsh import (
     ADSH,
     SimilarityBlock,
     code_matrix,
-    group_labels,
-    learning_rates,
     objective,
     update_codes,
     update_codes_literal,
 )
 
-from hashbench.api import RunContext, TrainingData
+from hashbench.api import RunContext, trial_data
 from hashbench.datasets import load
+from hashbench.deep import learning_rates
 from hashbench.errors import ConfigError, NotFittedError
+from hashbench.labels import group_labels
+from hashbench.testing import training_view
 
 
 def _labels(rng, n, n_classes, multilabel):
@@ -182,7 +183,7 @@ def test_full_mode_learns_good_codes_and_logs_every_outer_iteration():
         return iter(iterable)
 
     ctx = RunContext(seed=0, log_metric=lambda name, v, s: logged.append((name, v, s)), progress=track)
-    train = TrainingData(inputs=data.features[db], labels=data.labels[db], indices=db, is_database=True)
+    train = training_view(data.features[db], data.labels[db])
     model = ADSH(bits=16, outer_iters=10, inner_epochs=3, num_samples=600).fit(train, ctx)
     db_codes = model.database_codes()
     assert db_codes.shape == (600, 16) and db_codes.dtype == np.int8
@@ -207,8 +208,7 @@ def _class_consistency(codes, labels):
 def test_database_codes_align_with_the_database_in_both_modes():
     data, idx = _digits(700, seed=1)
     train_idx, db_idx = idx[:200], idx[200:]
-    full = TrainingData(inputs=data.features[db_idx], labels=data.labels[db_idx], indices=db_idx,
-                        is_database=True)
+    full = training_view(data.features[db_idx], data.labels[db_idx])
     codes = ADSH(bits=12, **FAST).fit(full, RunContext(seed=1)).database_codes()
     assert len(codes) == len(db_idx)
     assert _class_consistency(codes, data.labels[db_idx]) > 0.95
@@ -217,9 +217,9 @@ def test_database_codes_align_with_the_database_in_both_modes():
 
     # eq. (3): a separate training (query) set; V is learned for every database item, from
     # labels alone: database inputs are never fed to the network (garbage here on purpose)
-    sampled = TrainingData(inputs=data.features[train_idx], labels=data.labels[train_idx],
-                           indices=train_idx, database_inputs=np.full((len(db_idx), 3), np.nan),
-                           database_labels=data.labels[db_idx], database_indices=db_idx)
+    poisoned = data.features.copy()
+    poisoned[db_idx] = np.nan
+    sampled = trial_data({"features": poisoned}, data.labels, train_idx, db_idx)
     model = ADSH(bits=12, **FAST).fit(sampled, RunContext(seed=1))
     codes = model.database_codes()
     assert codes.shape == (len(db_idx), 12)
@@ -229,7 +229,7 @@ def test_database_codes_align_with_the_database_in_both_modes():
 
 def test_same_seed_same_codes_other_seed_other_codes():
     data, idx = _digits(300, seed=2)
-    train = TrainingData(inputs=data.features[idx], labels=data.labels[idx], indices=idx, is_database=True)
+    train = training_view(data.features[idx], data.labels[idx])
     params = {"outer_iters": 3, "inner_epochs": 1, "num_samples": 150}
     runs = [ADSH(bits=8, **params).fit(train, RunContext(seed=s)) for s in (5, 5, 6)]
     q = data.features[:50]
@@ -241,7 +241,7 @@ def test_same_seed_same_codes_other_seed_other_codes():
 def test_image_backbone_path_and_errors():
     data, idx = _digits(200, seed=3)
     images = data.images[idx]
-    train = TrainingData(inputs=images, labels=data.labels[idx], indices=idx, is_database=True)
+    train = training_view(images, data.labels[idx], modality="image")
     model = ADSH(bits=8, backbone="cnn", outer_iters=2, inner_epochs=1, num_samples=100)
     with pytest.raises(NotFittedError):
         model.encode(images[:3])
@@ -256,7 +256,7 @@ def test_image_backbone_path_and_errors():
 
 def test_eval_every_logs_train_map_through_the_evaluator():
     data, idx = _digits(300, seed=4)
-    train = TrainingData(inputs=data.features[idx], labels=data.labels[idx], indices=idx, is_database=True)
+    train = training_view(data.features[idx], data.labels[idx])
     logged = []
     ctx = RunContext(seed=0, log_metric=lambda name, v, s: logged.append((name, v, s)))
     ADSH(bits=8, outer_iters=5, inner_epochs=1, num_samples=300, eval_every=2).fit(train, ctx)
@@ -268,7 +268,7 @@ def test_eval_every_logs_train_map_through_the_evaluator():
 
 def test_on_epoch_hook_gets_the_current_query_network_and_v_outside_training_time(monkeypatch):
     data, idx = _digits(300, seed=5)
-    train = TrainingData(inputs=data.features[idx], labels=data.labels[idx], indices=idx, is_database=True)
+    train = training_view(data.features[idx], data.labels[idx])
     now = [0.0]
 
     class Clock:  # 1 s per reading; the hook spends 1000 s more

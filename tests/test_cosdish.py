@@ -17,10 +17,10 @@ from hashbench.methods.cosdish import (
 from hashbench.methods.itq import ITQ
 from threadpoolctl import threadpool_limits
 
-from hashbench.api import RunContext, TrainingData
+from hashbench.api import RunContext
 from hashbench.datasets import load
 from hashbench.errors import ConfigError
-from hashbench.testing import digits_map
+from hashbench.testing import digits_map, training_view
 
 
 @pytest.fixture(autouse=True)
@@ -105,7 +105,7 @@ def test_omega_step_balances_every_bit():
 
 def test_training_drives_the_sampled_objective_down_and_logs_it():
     data = load("digits")
-    train = TrainingData(data.features[:300], data.labels[:300], np.arange(300))
+    train = training_view(data.features[:300], data.labels[:300])
     logged = []
     ctx = RunContext(seed=0, log_metric=lambda name, value, step: logged.append((name, step)))
     cosdish = COSDISH(bits=16, tree_rounds=5).fit(train, ctx)
@@ -123,7 +123,7 @@ def test_training_drives_the_sampled_objective_down_and_logs_it():
                                              ({"extension": "svm"}, "extension")])
 def test_impossible_settings_are_config_errors(params, message):
     data = load("digits")
-    train = TrainingData(data.features[:20], data.labels[:20], np.arange(20))
+    train = training_view(data.features[:20], data.labels[:20])
     with pytest.raises(ConfigError, match=message):
         COSDISH(**params).fit(train, RunContext())
     with pytest.raises(ConfigError, match="Omega"):

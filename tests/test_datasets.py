@@ -342,5 +342,5 @@ def test_single_label_methods_on_multilabel_data(nuswide_root, tmp_path, monkeyp
                        seeds=[0], data_root=tmp_path / "data", pretrained=False, feature_image_size=64,
                        data_options={"prefix_from": "/home/author/NUS-WIDE/"}, skip_incompatible=True)
     summary = GridRunner(config, Reporter()).run()
-    assert [o.trial.method.meta.name for o in summary.outcomes] == ["itq"]
+    assert [o.trial.method for o in summary.outcomes] == ["itq"]
     assert "left out (single-label methods, multi-label data): kadgh" in capsys.readouterr().err

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from hashbench import conformance
-from hashbench.api import MethodMeta, RunContext, TrainingData, binarize
+from hashbench.api import MethodMeta, Part, RunContext, TrialData, binarize
 from hashbench.datasets import load
 from hashbench.deep import Batch, SymmetricDeepHasher, batch_bounds, learning_rates, similarity
 from hashbench.errors import ConfigError, DataError, NotFittedError
+from hashbench.testing import training_view
 
 
 @dataclass(eq=False)
@@ -56,7 +57,8 @@ def _digits(n, seed=0):
 
 
 def _train_data(data, idx, kind="features"):
-    return TrainingData(inputs=data.inputs(kind)[idx], labels=data.labels[idx], indices=idx)
+    return training_view(data.inputs(kind)[idx], data.labels[idx],
+                         modality="image" if kind == "images" else kind)
 
 
 def test_batch_bounds_cover_every_point_once_and_never_leave_a_single_point():
@@ -190,7 +192,7 @@ def test_seed_fixes_the_codes_and_leaves_the_global_torch_state_alone():
 def test_image_backbone_and_errors():
     data, idx = _digits(100, seed=2)
     method = CentreHash(bits=8, epochs=1, backbone="cnn")
-    assert method.input_kind == "images" and CentreHash().input_kind == "features"
+    assert method.modalities == ("image",) and CentreHash().modalities == ("features",)
     method.fit(_train_data(data, idx, "images"), RunContext(seed=0))
     assert method.encode(data.images[:7]).shape == (7, 8)
     with pytest.raises(NotFittedError):
@@ -201,4 +203,5 @@ def test_image_backbone_and_errors():
     with pytest.raises(ConfigError, match="pretrained"):
         CentreHash(bits=8, pretrained=True).fit(_train_data(data, idx), RunContext())
     with pytest.raises(DataError):
-        CentreHash(bits=8).fit(TrainingData(data.features[:5], data.labels[:4], idx[:5]), RunContext())
+        part = Part("train", np.arange(5), data.labels[:4], {"features": data.features})
+        CentreHash(bits=8).fit(TrialData(train=part, database=part), RunContext())

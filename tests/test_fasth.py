@@ -17,8 +17,9 @@ from hashbench.methods.fasth import (
     solve_block,
 )
 
-from hashbench.api import RunContext, TrainingData
+from hashbench.api import RunContext
 from hashbench.datasets import load
+from hashbench.testing import training_view
 
 pytest.importorskip("maxflow")
 
@@ -122,8 +123,7 @@ def test_blocks_cover_points_and_are_pairwise_similar():
 def digits_fit():
     data = load("digits")
     order = np.random.default_rng(0).permutation(len(data))[:300]
-    train = TrainingData(inputs=data.inputs("features")[order], labels=data.labels[order],
-                         indices=order)
+    train = training_view(data.inputs("features")[order], data.labels[order])
     logged = []
     method = FastH(bits=8, n_rounds=30).fit(
         train, RunContext(seed=0, log_metric=lambda n, v, s: logged.append((n, v, s))))
@@ -132,10 +132,10 @@ def digits_fit():
 
 def test_fasth_learns_balanced_codes_that_fit_the_labels(digits_fit):
     method, train, logged = digits_fit
-    codes = method.encode(train.inputs)
+    codes = method.encode(train.train.inputs)
     assert np.array_equal(codes, method.train_codes_)
     assert np.abs(codes.mean(axis=0)).max() < 0.8  # no constant bit
-    same = (train.labels @ train.labels.T) > 0
+    same = (train.train.labels @ train.train.labels.T) > 0
     dist = (codes.shape[1] - codes.astype(int) @ codes.T.astype(int)) / 2
     assert dist[same].mean() + 2.0 < dist[~same].mean()
     history = method.history_
@@ -147,7 +147,7 @@ def test_fasth_learns_balanced_codes_that_fit_the_labels(digits_fit):
 
 def test_fasth_loss_is_below_random_codes(digits_fit):
     method, train, _ = digits_fit
-    labels = train.labels > 0
+    labels = train.train.labels > 0
     groups = LabelGroups(labels, labels)
     rng = np.random.default_rng(1)
     bits = method.bits

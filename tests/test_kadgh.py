@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from hashbench.methods.kadgh import KADGH, Affinity, class_ids, objective
 
-from hashbench.api import RunContext, TrainingData
+from hashbench.api import RunContext
 from hashbench.datasets import load
 from hashbench.errors import DataError
+from hashbench.testing import training_view
 
 
 def dense_affinity(pc, ac, rho, shift=0.0):
@@ -93,8 +94,7 @@ def digits_train():
 def test_kadgh_objective_never_increases_and_codes_are_useful(digits_train):
     data, train_idx, query_idx = digits_train
     x = data.inputs("features")
-    train = TrainingData(inputs=x[train_idx], labels=data.labels[train_idx], indices=train_idx,
-                         is_database=True)
+    train = training_view(x[train_idx], data.labels[train_idx])
     method = KADGH(bits=16, n_anchors=200, n_iter=8).fit(train, RunContext(seed=0))
     obj = method.objective_
     assert all(b <= a + 1e-9 * abs(a) for a, b in zip(obj, obj[1:]))
@@ -111,8 +111,7 @@ def test_kadgh_refuses_multilabel_data(digits_train):
     data, train_idx, _ = digits_train
     labels = data.labels[train_idx].copy()
     labels[0, (np.argmax(labels[0]) + 1) % labels.shape[1]] = 1
-    train = TrainingData(inputs=data.inputs("features")[train_idx], labels=labels,
-                         indices=train_idx)
+    train = training_view(data.inputs("features")[train_idx], labels)
     with pytest.raises(DataError, match="single-label"):
         KADGH(bits=8).fit(train, RunContext(seed=0))
     assert KADGH.meta.multilabel is False

@@ -15,11 +15,11 @@ from hashbench.methods.lfh import (
 )
 from threadpoolctl import threadpool_limits
 
-from hashbench.api import RunContext, TrainingData
+from hashbench.api import RunContext
 from hashbench.datasets import load
 from hashbench.errors import ConfigError
 from hashbench.oos import LinearProjection, Standardiser
-from hashbench.testing import digits_map
+from hashbench.testing import digits_map, training_view
 
 
 @pytest.fixture(autouse=True)
@@ -74,7 +74,7 @@ def test_similarity_block_is_shared_label():
 
 def test_training_lowers_the_sampled_objective_and_logs_each_iteration():
     data = load("digits")
-    train = TrainingData(data.features[:300], data.labels[:300], np.arange(300))
+    train = training_view(data.features[:300], data.labels[:300])
     logged = []
     ctx = RunContext(seed=0, log_metric=lambda name, value, step: logged.append((name, step)))
     lfh = LFH(bits=16, tree_rounds=5).fit(train, ctx)
@@ -100,10 +100,10 @@ def test_randomised_pca_matches_exact_pca():
 
 def test_linear_extension_regresses_latent_factors_with_scaled_ridge():
     data = load("digits")
-    train = TrainingData(data.features[:200], data.labels[:200], np.arange(200))
+    train = training_view(data.features[:200], data.labels[:200])
     lfh = LFH(bits=8, n_iter=5, extension="linear", ridge=2.0).fit(train, RunContext(seed=1))
     assert isinstance(lfh.extension_, LinearProjection)
-    x = Standardiser().fit(train.inputs).transform(train.inputs).astype(np.float64)
+    x = Standardiser().fit(train.train.inputs).transform(train.train.inputs).astype(np.float64)
     expected = np.linalg.solve(x.T @ x + 2.0 * 200 / 64 * np.eye(64), x.T @ lfh.latent_)
     # X^T X is accumulated from float32 chunk products: agree to float32 accuracy
     np.testing.assert_allclose(lfh.extension_.weights_, expected, rtol=1e-4, atol=1e-5)
@@ -117,7 +117,7 @@ def test_linear_extension_regresses_latent_factors_with_scaled_ridge():
 ])
 def test_impossible_settings_are_config_errors(params, message):
     data = load("digits")
-    train = TrainingData(data.features[:100], data.labels[:100], np.arange(100))
+    train = training_view(data.features[:100], data.labels[:100])
     with pytest.raises(ConfigError, match=message):
         LFH(**params).fit(train, RunContext())
 

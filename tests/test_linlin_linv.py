@@ -16,8 +16,10 @@ from hashbench.methods._neyshabur import (
 from hashbench.methods.linlin import LinLin
 from hashbench.methods.linv import LinV
 
-from hashbench.api import RunContext, TrainingData
+from hashbench.api import RunContext
 from hashbench.datasets import load
+from hashbench.errors import DataError
+from hashbench.testing import training_view
 
 FAST = {"max_epochs": 3, "sgd_epochs": 3, "sgd_batches": 30}
 
@@ -83,9 +85,10 @@ def digits_split():
     return data, order[:250], order[250:650]
 
 
-def _train(data, idx, **kw):
-    return TrainingData(inputs=data.inputs("features")[idx], labels=data.labels[idx], indices=idx,
-                        **kw)
+def _train(data, idx, db_idx=None):
+    x = data.inputs("features")
+    database = None if db_idx is None else (x[db_idx], data.labels[db_idx])
+    return training_view(x[idx], data.labels[idx], database=database)
 
 
 def _separation(q, db, lq, ld):
@@ -97,7 +100,7 @@ def _separation(q, db, lq, ld):
 @pytest.mark.parametrize("cls", [LinLin, LinV], ids=["linlin", "linv"])
 def test_loss_decreases_and_codes_are_balanced(cls, digits_split):
     data, train_idx, _ = digits_split
-    train = _train(data, train_idx, is_database=True)
+    train = _train(data, train_idx)
     logged = []
     method = cls(bits=8, **FAST).fit(
         train, RunContext(seed=0, log_metric=lambda n, v, s: logged.append((n, v))))
@@ -105,33 +108,41 @@ def test_loss_decreases_and_codes_are_balanced(cls, digits_split):
     assert history[-1] < 0.6 * history[0]
     assert all(b <= a + 1e-3 + 1e-12 for a, b in zip(history, history[1:]))  # acceptance rule
     assert [v for n, v in logged if n == "loss"] == history
-    q, db = method.encode(train.inputs), method.database_codes()
+    q, db = method.encode(train.train.inputs), method.database_codes()
     assert db.shape == (len(train_idx), 8)
     for codes in (q, db):
         assert np.abs(codes.mean(axis=0)).max() < 0.9
-    assert _separation(q, db, train.labels, train.labels) > 1.5
+    assert _separation(q, db, train.train.labels, train.train.labels) > 1.5
 
 
 def test_linlin_database_codes_use_the_database_function(digits_split):
     data, train_idx, db_idx = digits_split
-    train = _train(data, train_idx, database_inputs=data.inputs("features")[db_idx],
-                   database_labels=data.labels[db_idx], database_indices=db_idx)
+    train = _train(data, train_idx, db_idx)
     method = LinLin(bits=6, **FAST).fit(train, RunContext(seed=1))
-    db = method.database_codes()
-    assert np.array_equal(db, method.encode_database(train.database_inputs))
-    assert not np.array_equal(db, method.encode(train.database_inputs))  # two functions
+    db = method.encode_database(train)
+    assert db.shape == (len(db_idx), 6)
+    assert np.array_equal(db, method.database_function(train.database.inputs))
+    assert not np.array_equal(db, method.encode(train.database.inputs))  # two functions
+    # trained on the database itself, the codes computed during fit are handed out
+    full = _train(data, db_idx)
+    method = LinLin(bits=6, **FAST).fit(full, RunContext(seed=1))
+    assert np.array_equal(method.encode_database(full), method.database_function(full.database.inputs))
 
 
 def test_linv_learns_a_code_word_for_every_database_item(digits_split):
     data, train_idx, db_idx = digits_split
-    train = _train(data, train_idx, database_inputs=data.inputs("features")[db_idx],
-                   database_labels=data.labels[db_idx], database_indices=db_idx)
+    train = _train(data, train_idx, db_idx)
     method = LinV(bits=8, **FAST).fit(train, RunContext(seed=2))
-    db = method.database_codes()
+    db = method.encode_database(train)
     assert db.shape == (len(db_idx), 8)
+    assert np.array_equal(db, method.database_codes())
     # the learned code words separate the database's classes from the training queries
-    q = method.encode(train.inputs)
-    assert _separation(q, db, train.labels, data.labels[db_idx]) > 1.5
+    q = method.encode(train.train.inputs)
+    assert _separation(q, db, train.train.labels, data.labels[db_idx]) > 1.5
+    # and a database it did not learn is refused (Lin:V has no database function)
+    other = _train(data, train_idx, db_idx[:-5])
+    with pytest.raises(DataError, match="no database hash function"):
+        method.encode_database(other)
 
 
 def test_bad_loss_parameters_are_refused(digits_split):

@@ -5,14 +5,15 @@ import pytest
 from hashbench.methods.itq import ITQ, quantization_loss
 from hashbench.methods.lsh import LSH
 
-from hashbench.api import RunContext, TrainingData
+from hashbench.api import RunContext
 from hashbench.datasets import load
 from hashbench.errors import ConfigError
+from hashbench.testing import training_view
 
 
 def _train(n=500):
     data = load("digits")
-    return TrainingData(inputs=data.features[:n], labels=data.labels[:n], indices=np.arange(n))
+    return training_view(data.features[:n], data.labels[:n])
 
 
 @pytest.mark.parametrize("bits", [8, 16, 32])
@@ -32,7 +33,7 @@ def test_itq_rotation_is_orthogonal_and_transpose_rotation_is_worse():
     itq = ITQ(bits=16).fit(data, RunContext(seed=0))
     r = itq.rotation_
     np.testing.assert_allclose(r @ r.T, np.eye(16), atol=1e-10)
-    v = (np.asarray(data.inputs, np.float64) - itq.mean_) @ itq.pca_
+    v = (np.asarray(data.train.inputs, np.float64) - itq.mean_) @ itq.pca_
     codes = np.where(v @ r > 0, 1.0, -1.0)
     right = quantization_loss(codes, v @ r)
     # the transposed rotation (the bug of two popular ports) fits the codes worse
@@ -48,8 +49,8 @@ def test_itq_refuses_more_bits_than_dimensions():
 
 def test_lsh_depends_on_seed_and_is_balanced_after_centring():
     data = _train()
-    a = LSH(bits=32).fit(data, RunContext(seed=0)).encode(data.inputs)
-    b = LSH(bits=32).fit(data, RunContext(seed=1)).encode(data.inputs)
+    a = LSH(bits=32).fit(data, RunContext(seed=0)).encode(data.train.inputs)
+    b = LSH(bits=32).fit(data, RunContext(seed=1)).encode(data.train.inputs)
     assert not np.array_equal(a, b)
     assert abs(a.mean()) < 0.3
 

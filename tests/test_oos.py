@@ -7,7 +7,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from hashbench import conformance
-from hashbench.api import MethodMeta, RunContext, TrainingData
+from hashbench.api import MethodMeta, RunContext
 from hashbench.errors import ConfigError, NotFittedError
 from hashbench.oos import (
     BoostedTrees,
@@ -17,6 +17,7 @@ from hashbench.oos import (
     default_threads,
     make_extension,
 )
+from hashbench.testing import training_view
 
 
 @pytest.fixture(autouse=True)
@@ -161,7 +162,7 @@ def test_two_step_template_keeps_training_codes():
     method = ClassPrototypes(bits=6)
     with pytest.raises(NotFittedError):
         method.database_codes()
-    method.fit(TrainingData(x, labels, np.arange(200), is_database=True), RunContext(seed=0))
+    method.fit(training_view(x, labels), RunContext(seed=0))
     codes = method.database_codes()
     assert codes.shape == (200, 6) and codes.dtype == np.int8
     assert (method.encode(x) == codes).mean() > 0.9

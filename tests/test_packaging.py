@@ -61,7 +61,7 @@ class DemoLSH(Hasher):
         self.bits = bits
 
     def fit(self, data, ctx):
-        x = np.asarray(data.inputs, dtype=np.float64)
+        x = np.asarray(data.train.inputs, dtype=np.float64)
         self.mean_ = x.mean(axis=0)
         self.w_ = ctx.rng.standard_normal((x.shape[1], self.bits))
         return self

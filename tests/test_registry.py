@@ -9,7 +9,7 @@ import pytest
 
 from hashbench import registry
 from hashbench.api import Hasher, MethodMeta
-from hashbench.errors import UsageError
+from hashbench.errors import MethodDefinitionError, UsageError
 
 
 def test_builtins_are_discovered_without_an_import_list():
@@ -35,7 +35,7 @@ def test_resolve_all_and_lists():
 
 
 def test_register_rejects_duplicate_ids_and_missing_meta():
-    with pytest.raises(TypeError, match="meta"):
+    with pytest.raises(MethodDefinitionError, match="meta"):
         registry.register(type("NoMeta", (Hasher,), {}))
 
     class Impostor(Hasher):

@@ -17,10 +17,10 @@ from hashbench.methods.sdh import (
 )
 from threadpoolctl import threadpool_limits
 
-from hashbench.api import RunContext, TrainingData
+from hashbench.api import RunContext
 from hashbench.datasets import load
 from hashbench.errors import ConfigError
-from hashbench.testing import digits_map
+from hashbench.testing import digits_map, training_view
 
 
 @pytest.fixture(autouse=True)
@@ -72,7 +72,7 @@ def test_dcc_sweeps_match_the_bitwise_rule_and_stop_when_stable():
 
 def test_objective_never_increases_and_is_logged():
     data = load("digits")
-    train = TrainingData(data.features[:300], data.labels[:300], np.arange(300))
+    train = training_view(data.features[:300], data.labels[:300])
     logged = []
     ctx = RunContext(seed=0, log_metric=lambda name, value, step: logged.append((name, step)))
     sdh = SDH(bits=16).fit(train, ctx)
@@ -100,14 +100,14 @@ def test_rbf_features_and_normalisation():
 
 def test_hash_function_and_learned_codes():
     data = load("digits")
-    train = TrainingData(data.features[:300], data.labels[:300], np.arange(300), is_database=True)
+    train = training_view(data.features[:300], data.labels[:300])
     sdh = SDH(bits=12, n_anchors=100).fit(train, RunContext(seed=4))
     assert sdh.anchors_.shape == (100, 64)
     codes = sdh.database_codes()
     assert codes.shape == (300, 12) and codes.dtype == np.int8
-    phi = rbf_features(l2_normalise(train.inputs), sdh.anchors_, 0.4)
-    np.testing.assert_array_equal(sdh.encode(train.inputs), np.where(phi @ sdh.projection_ > 0, 1, -1))
-    assert (sdh.encode(train.inputs) == codes).mean() > 0.9  # the hash function fits the codes
+    phi = rbf_features(l2_normalise(train.train.inputs), sdh.anchors_, 0.4)
+    np.testing.assert_array_equal(sdh.encode(train.train.inputs), np.where(phi @ sdh.projection_ > 0, 1, -1))
+    assert (sdh.encode(train.train.inputs) == codes).mean() > 0.9  # the hash function fits the codes
 
 
 @pytest.mark.parametrize("params, message", [({"bits": 0}, "bits"), ({"sigma": 0.0}, "sigma"),
@@ -115,7 +115,7 @@ def test_hash_function_and_learned_codes():
 def test_impossible_settings_are_config_errors(params, message):
     data = load("digits")
     with pytest.raises(ConfigError, match=message):
-        SDH(**params).fit(TrainingData(data.features[:50], data.labels[:50], np.arange(50)),
+        SDH(**params).fit(training_view(data.features[:50], data.labels[:50]),
                           RunContext())
 
 

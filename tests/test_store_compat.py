@@ -1,0 +1,70 @@
+"""A store written by hashbench before core v2 reports exactly as that version reported it.
+
+``tests/data/store-0.1.0`` holds an MLflow store written at commit b55dfdd (before the store
+schema moved into ``TrialRecord``) and what that version's ``hashbench report`` printed and
+wrote (its README lists the commands). The current report must read it identically: same
+stdout, same Markdown and LaTeX, and a runs.csv that differs only where the schema says so
+(``learns_database`` became ``variant``, its complement on full-mode runs).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from hashbench.cli import main
+from hashbench.tracking import Store, TrialRecord
+
+FIXTURE = Path(__file__).resolve().parent / "data" / "store-0.1.0"
+CASES = {
+    "default": [],
+    "all": ["--paper", "--table", "all"],
+    "p100": ["--metric", "p@100", "--text"],
+}
+
+
+@pytest.fixture
+def old_store(tmp_path):
+    db = tmp_path / "old" / "mlflow.db"
+    db.parent.mkdir()
+    shutil.copy(FIXTURE / "mlflow.db", db)  # a copy: opening it may migrate the schema
+    return db
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_old_store_reports_identically(case, old_store, tmp_path, capsys):
+    out = tmp_path / "report"
+    code = main(["report", "--no-figures", "--out", str(out), "--tracking-uri", f"sqlite:///{old_store}",
+                 *CASES[case]])
+    assert code == 0
+    expected = FIXTURE / "expected" / case
+    captured = capsys.readouterr()
+    # the tables on stdout; the "wrote <paths>" line names the output folder, which differs
+    want = (expected / "stdout.txt").read_text().split("\nwrote ")[0]
+    assert (captured.out + captured.err).split("\nwrote ")[0] == want
+    for name in ("report.md", "report.tex"):
+        assert (out / name).read_text() == (expected / name).read_text(), name
+    new = pd.read_csv(out / "runs.csv")
+    old = pd.read_csv(expected / "runs.csv")
+    assert list(new.columns) == [("variant" if c == "learns_database" else c) for c in old.columns]
+    pd.testing.assert_frame_equal(new.drop(columns="variant"), old.drop(columns="learns_database"))
+    # variant: a full-mode run of a method that did not learn the database (the "-D" rows)
+    derived = (old["train_mode"] == "full") & ~old["learns_database"]
+    assert new["variant"].tolist() == derived.tolist()
+
+
+def test_old_trial_runs_read_back_as_trial_records(old_store):
+    records = Store(f"sqlite:///{old_store}", create=False).trial_records()
+    assert len(records) == 22
+    by = {(r.method, r.train_mode, r.bits, r.seed, r.hyper_parameters.get("n_iter")): r for r in records}
+    full_itq = by[("itq", "full", 12, 0, "50")]
+    assert full_itq.variant and full_itq.display == "ITQ-D"
+    adsh_full = next(r for r in records if r.method == "adsh" and r.train_mode == "full")
+    assert not adsh_full.variant and adsh_full.display == "ADSH"
+    assert all(r.status == "FINISHED" and r.version == "0.1.0" for r in records)
+    assert all(r.conventions["eval.map_topk"] == "all" for r in records)
+    assert all(0 < r.metrics["map"] <= 1 for r in records)
+    assert isinstance(records[0], TrialRecord)
