@@ -66,7 +66,10 @@ class MethodMeta:
     ``cpu`` (runs on the CPU), ``gpu-preferred`` (uses a GPU when the executing process sees
     one), ``gpu-required`` (refuses to run without one). ``full_mode_title``: the name of
     the method's full-database run when learning the database is the method itself (ADSH,
-    Lin:V); other methods' full-database runs are the paper's "-D" variants.
+    Lin:V); other methods' full-database runs are the paper's "-D" variants. ``revision``
+    counts changes to the method's code that change its results at the same
+    hyper-parameters (bump it with such a change): it enters the run key, so runs of an
+    earlier revision are not taken as finished.
     """
 
     name: str
@@ -79,6 +82,7 @@ class MethodMeta:
     asymmetric: bool = False
     multilabel: bool = True
     full_mode_title: str | None = None
+    revision: int = 1
 
     def problems(self) -> list[str]:
         """Everything wrong with this metadata (empty when it is valid)."""
@@ -90,6 +94,8 @@ class MethodMeta:
                 out.append(f"meta.{key} must be a non-empty string")
         if self.family not in FAMILIES:
             out.append(f"meta.family must be one of {', '.join(FAMILIES)}, got {self.family!r}")
+        if not isinstance(self.revision, int) or self.revision < 1:
+            out.append(f"meta.revision must be a positive integer, got {self.revision!r}")
         if self.requires not in REQUIRES:
             out.append(f"meta.requires must be one of {', '.join(REQUIRES)}, got {self.requires!r}")
         mods = self.modalities

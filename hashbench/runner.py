@@ -248,6 +248,8 @@ def run_key(method: Hasher, seed: int, protocol: Protocol, split: Split,
         "seed": seed,
         "conventions": conventions.as_tags(),
     }
+    if method.meta.revision > 1:  # revision 1 keeps the keys of runs recorded before revisions
+        payload["revision"] = method.meta.revision
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 

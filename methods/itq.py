@@ -3,8 +3,9 @@
 1. Centre the training features and project them on the top-c principal directions:
    V = (X - mu) W_pca, shape (n, c).
 2. Start from a random orthogonal rotation R (QR of a Gaussian matrix).
-3. Repeat ``n_iter`` (50) times, minimising the quantisation loss Q(B, R) = ||B - V R||_F^2
-   (paper eq. 2) by alternation:
+3. Run ``n_iter + 1`` (51) alternations, as the authors' ITQ.m does with ``n_iter = 50``
+   (its loop is ``for iter = 0:n_iter``), minimising the quantisation loss
+   Q(B, R) = ||B - V R||_F^2 (paper eq. 2):
    - fix R: B = sgn(V R);
    - fix B: orthogonal Procrustes. ||B - VR||^2 = const - 2 tr(R B^T V); with the SVD
      B^T V = U S W^T the maximiser of tr(R U S W^T) is R = W U^T (paper section 2.3).
@@ -13,12 +14,21 @@
    monotonicity.)
 4. Codes: h(x) = sgn((x - mu) W_pca R).
 
+``n_iter`` keeps the meaning of the authors' argument (``ITQ(V, 50)``) rather than counting
+updates, so that with the same start rotation the codes equal theirs bit for bit
+(``tests/test_itq_reference.py``). Two differences from ITQ.m remain: it takes the start
+rotation from the left singular vectors of the Gaussian matrix, here its QR factor Q
+(another random orthogonal start from the same draw, so codes are compared from the same
+start); and it maps a projection of exactly 0 to +1, here -1 (the project-wide convention;
+exact zeros do not occur on real-valued features).
+
 The quantisation loss of every iteration is logged as ``quantization_loss``.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
 from hashbench.api import Hasher, MethodMeta, RunContext, TrialData, binarize
 from hashbench.errors import ConfigError
 from hashbench.registry import register
@@ -51,6 +61,7 @@ class ITQ(Hasher):
         citation="Gong & Lazebnik, Iterative quantization: a Procrustean approach to "
         "learning binary codes, CVPR 2011",
         family="shallow",
+        revision=2,  # 2: n_iter + 1 Procrustes updates, as ITQ.m (revision 1 ran n_iter)
         supervised=False,
     )
 
@@ -71,7 +82,7 @@ class ITQ(Hasher):
         v = centred @ self.pca_
         rotation, _ = np.linalg.qr(ctx.rng.standard_normal((self.bits, self.bits)))
         self.losses_ = []
-        for it in range(self.n_iter):
+        for it in range(self.n_iter + 1):  # ITQ.m: for iter = 0:n_iter
             codes = binarize(v @ rotation).astype(np.float64)
             u, _, wt = np.linalg.svd(codes.T @ v)
             rotation = wt.T @ u.T

@@ -3,7 +3,9 @@ per-trial devices and provenance."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import pickle
 import subprocess
 from pathlib import Path
@@ -247,3 +249,25 @@ def test_git_sha_is_dirty_for_untracked_method_and_protocol_files(tmp_path):
     (repo / "protocols").mkdir()
     (repo / "protocols" / "p.toml").write_text("name = 'p'\n")
     assert git_sha(repo) == clean + "-dirty"
+
+
+def test_a_method_revision_enters_the_run_key_only_from_revision_2():
+    from hashbench.evaluation import Conventions
+    from hashbench.runner import run_key
+
+    split = materialise(get_protocol("digits"), load("digits").labels)
+    itq, lsh = registry.get("itq"), registry.get("lsh")
+    assert itq.meta.revision == 2 and lsh.meta.revision == 1
+
+    def key(cls, revision):
+        method = cls(bits=8)
+        method.meta = dataclasses.replace(cls.meta, revision=revision)
+        return run_key(method, 0, get_protocol("digits"), split, Conventions())
+
+    assert key(itq, 2) != key(itq, 1) != key(itq, 3)
+    # revision 1 adds nothing to the payload: keys recorded before revisions existed still match
+    payload = {"method": "lsh", "params": lsh(bits=8).get_params(), "protocol": "digits",
+               "protocol_overrides": [], "dataset": "digits", "data": {}, "split": split.sha256,
+               "train_mode": "sampled", "seed": 0, "conventions": Conventions().as_tags()}
+    expected = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    assert key(lsh, 1) == expected
