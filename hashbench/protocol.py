@@ -15,6 +15,9 @@ A protocol is a TOML file in the package's ``protocols`` folder (the repo's
     per_class = 10               # drawn class by class, never the same item twice
     pool = "all"                 # or a dataset partition, e.g. "val" for MS-COCO
     top_classes = 0              # > 0: sample only over the N most frequent classes
+    # or, instead of per_class (the cross-modal protocols):
+    # count = 2000               # N items drawn at random from the pool, or "all" of it
+    # order = "random"           # "first": the first N items of the pool (a fixed-order split)
 
     [database]
     from = "rest"                # every (labelled) item that is not a query, or a partition
@@ -23,9 +26,11 @@ A protocol is a TOML file in the package's ``protocols`` folder (the repo's
     mode = "sampled"             # "sampled": per_class items per class from the database;
     per_class = 50               # "full": the whole database
     top_classes = 0
+    # count = 10000              # or N items drawn at random from the database
 
     [evaluation]
     map_topk = "all"             # or an integer K for MAP@K
+    map_ks = [50, 500]           # optional: MAP@K metrics beside it (cross-modal papers)
     precision_ks = [100]
     radius = 2
 
@@ -65,7 +70,7 @@ class Protocol:
     dataset: str
     description: str
     seed: int
-    query_per_class: int
+    query_per_class: int | None
     train_mode: str
     train_per_class: int | None
     map_topk: int | None
@@ -78,6 +83,10 @@ class Protocol:
     query_top_classes: int = 0
     database_from: str = "rest"
     train_top_classes: int = 0
+    query_count: int | None = None  # -1: the whole pool
+    query_order: str = "random"
+    train_count: int | None = None
+    map_ks: tuple[int, ...] = ()
     overrides: tuple[tuple[str, str], ...] = ()
     raw: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
@@ -111,8 +120,9 @@ class Protocol:
             return self
         if mode not in TRAIN_MODES:
             raise UsageError(f"train mode must be one of {', '.join(TRAIN_MODES)}, got {mode!r}")
-        if mode == "sampled" and self.train_per_class is None:
-            raise UsageError(f"protocol {self.name!r} declares no train.per_class to sample with")
+        if mode == "sampled" and self.train_per_class is None and self.train_count is None:
+            raise UsageError(f"protocol {self.name!r} declares no train.per_class or train.count "
+                             "to sample with")
         return dataclasses.replace(self, train_mode=mode)
 
 
@@ -181,8 +191,8 @@ def _positive(value: int, key: str, where: str) -> int:
     return value
 
 
-def _int_list(value: Any, key: str, where: str) -> tuple[int, ...]:
-    if not isinstance(value, list) or not value:
+def _int_list(value: Any, key: str, where: str, allow_empty: bool = False) -> tuple[int, ...]:
+    if not isinstance(value, list) or not (value or allow_empty):
         raise ConfigError(f"{where}: field {key!r} must be a non-empty list of integers")
     for v in value:
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
@@ -194,10 +204,10 @@ _KNOWN = {
     "": {"name", "dataset", "description", "seed", "labels", "query", "database", "train",
          "evaluation", "bits"},
     "labels": {"unlabelled"},
-    "query": {"per_class", "pool", "top_classes"},
+    "query": {"per_class", "pool", "top_classes", "count", "order"},
     "database": {"from"},
-    "train": {"mode", "per_class", "top_classes"},
-    "evaluation": {"map_topk", "precision_ks", "radius"},
+    "train": {"mode", "per_class", "top_classes", "count"},
+    "evaluation": {"map_topk", "map_ks", "precision_ks", "radius"},
     "bits": {"default"},
 }
 
@@ -232,10 +242,34 @@ def parse_protocol(data: dict[str, Any], where: str) -> Protocol:
             f"{where}: field 'train.mode' must be one of {', '.join(TRAIN_MODES)}, got {mode!r}"
         )
     train_per_class = _field(train, "per_class", f"{where} [train]", int, None)
+    train_count = _field(train, "count", f"{where} [train]", int, None)
+    if train_per_class is not None and train_count is not None:
+        raise ConfigError(f"{where}: give train.per_class or train.count, not both")
     if train_per_class is not None:
         _positive(train_per_class, "train.per_class", where)
+    elif train_count is not None:
+        _positive(train_count, "train.count", where)
     elif mode == "sampled":
-        raise ConfigError(f"{where}: train.mode = \"sampled\" needs field 'train.per_class'")
+        raise ConfigError(f"{where}: train.mode = \"sampled\" needs field 'train.per_class' or 'train.count'")
+    query_per_class = _field(query, "per_class", f"{where} [query]", int, None)
+    raw_count = query.get("count")
+    if (query_per_class is None) == (raw_count is None):
+        raise ConfigError(f"{where}: give exactly one of query.per_class and query.count")
+    if query_per_class is not None:
+        _positive(query_per_class, "query.per_class", where)
+    query_count = None
+    if raw_count == "all":
+        query_count = -1
+    elif raw_count is not None:
+        if not isinstance(raw_count, int) or isinstance(raw_count, bool) or raw_count < 1:
+            raise ConfigError(f"{where}: field 'query.count' must be a positive integer or \"all\", "
+                              f"got {raw_count!r}")
+        query_count = raw_count
+    query_order = _field(query, "order", f"{where} [query]", str, "random")
+    if query_order not in ("random", "first"):
+        raise ConfigError(f"{where}: field 'query.order' must be \"random\" or \"first\", got {query_order!r}")
+    if query_order == "first" and query_count is None:
+        raise ConfigError(f"{where}: query.order = \"first\" needs query.count")
     topk = evaluation.get("map_topk", "all")
     if topk == "all":
         map_topk = None
@@ -254,9 +288,7 @@ def parse_protocol(data: dict[str, Any], where: str) -> Protocol:
         dataset=_field(data, "dataset", where, str),
         description=_field(data, "description", where, str, ""),
         seed=_field(data, "seed", where, int, 0),
-        query_per_class=_positive(
-            _field(query, "per_class", f"{where} [query]", int), "query.per_class", where
-        ),
+        query_per_class=query_per_class,
         train_mode=mode,
         train_per_class=train_per_class,
         map_topk=map_topk,
@@ -273,6 +305,10 @@ def parse_protocol(data: dict[str, Any], where: str) -> Protocol:
         query_top_classes=top["query"],
         database_from=_field(database, "from", f"{where} [database]", str, "rest"),
         train_top_classes=top["train"],
+        query_count=query_count,
+        query_order=query_order,
+        train_count=train_count,
+        map_ks=_int_list(evaluation.get("map_ks", []), "evaluation.map_ks", where, allow_empty=True),
         raw=copy.deepcopy(data),
     )
 
@@ -367,6 +403,20 @@ def _per_class_sample(
     return np.concatenate(chosen).astype(np.int64)
 
 
+def _count_sample(pool: np.ndarray, count: int, order: str, rng: np.random.Generator,
+                  what: str) -> np.ndarray:
+    """``count`` items of ``pool`` (-1: all of it): drawn at random (seeded, returned in index
+    order), or the first ``count`` of the pool (``order = "first"``, a fixed-order split)."""
+    pool = np.asarray(pool, dtype=np.int64)
+    if count == -1:
+        return pool
+    if count > len(pool):
+        raise DataError(f"{what}: {count} asked for but the pool holds only {len(pool)} items")
+    if order == "first":
+        return pool[:count]
+    return np.sort(rng.choice(pool, size=count, replace=False))
+
+
 def split_hash(query: np.ndarray, database: np.ndarray, train: np.ndarray, mode: str) -> str:
     """SHA-256 over the three index arrays (int64, little-endian) and the training mode."""
     h = hashlib.sha256()
@@ -420,9 +470,12 @@ def materialise(protocol: Protocol, labels: np.ndarray,
     query_pool = everything if protocol.query_pool == "all" else np.intersect1d(
         _partition(partitions, protocol.query_pool, f"{name} query.pool"), everything)
     rng = np.random.default_rng(protocol.seed)
-    query = _per_class_sample(labels, query_pool, protocol.query_per_class,
-                              _classes(labels[everything], protocol.query_top_classes), rng,
-                              f"{name} queries", class_names)
+    if protocol.query_count is not None:
+        query = _count_sample(query_pool, protocol.query_count, protocol.query_order, rng, f"{name} queries")
+    else:
+        query = _per_class_sample(labels, query_pool, protocol.query_per_class or 0,
+                                  _classes(labels[everything], protocol.query_top_classes), rng,
+                                  f"{name} queries", class_names)
     if protocol.database_from == "rest":
         is_query = np.zeros(len(labels), dtype=bool)
         is_query[query] = True
@@ -435,12 +488,15 @@ def materialise(protocol: Protocol, labels: np.ndarray,
     if protocol.train_mode == "full":
         train = database
     else:
-        assert protocol.train_per_class is not None
         # the sampled training set is drawn with its own stream so that "full" and
         # "sampled" runs of one protocol share the same queries and database
         train_rng = np.random.default_rng([protocol.seed, 1])
-        train = _per_class_sample(labels, database, protocol.train_per_class,
-                                  _classes(labels[everything], protocol.train_top_classes),
-                                  train_rng, f"{name} training set", class_names)
+        if protocol.train_count is not None:
+            train = _count_sample(database, protocol.train_count, "random", train_rng,
+                                  f"{name} training set")
+        else:
+            train = _per_class_sample(labels, database, protocol.train_per_class or 0,
+                                      _classes(labels[everything], protocol.train_top_classes),
+                                      train_rng, f"{name} training set", class_names)
     return Split(query, database, train, protocol.train_mode,
                  split_hash(query, database, train, protocol.train_mode), n_unlabelled)

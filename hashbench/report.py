@@ -61,7 +61,7 @@ def collect(store: Store) -> pd.DataFrame:
             "git_sha": record.git_sha,
             "device": record.device,
             "flags": "; ".join(f"{k.split('.')[-1]}: {v}" for k, v in sorted(record.flags.items())),
-            "collapsed": "collapsed" in record.flags,
+            "collapsed": any(k == "collapsed" or k.endswith(".collapsed") for k in record.flags),
             "error": record.error,
         }
         row.update({f"metric.{k}": v for k, v in record.metrics.items()})
@@ -195,11 +195,56 @@ def load_paper() -> pd.DataFrame:
     return pd.read_csv(StringIO(text), comment="#")
 
 
+TASK_TITLES = {"i2t": "I→T", "t2i": "T→I", "i2i": "I→I", "t2t": "T→T"}
+
+
 def build_tables(frame: pd.DataFrame, metric: str = "map", which: str = "auto",
                  paper: bool = False) -> list[Table]:
-    """Table 1 / Table 2 (``which``: auto, 1, 2 or all) plus tables for runs kept apart."""
+    """Table 1 / Table 2 (``which``: auto, 1, 2 or all) plus tables for runs kept apart, for
+    single-modal protocols; one cross-modal table (column groups: task x protocol) for
+    protocols whose trials report per-task metrics (``i2t.map``, ``t2i.map``)."""
     if frame.empty:
         return []
+    tasks = _tasks(frame, metric)
+    cross = sorted({p for p, ts in tasks.items() if ts})
+    single = frame[~frame["protocol"].isin(cross)]
+    tables = _single_modal_tables(single, metric, which, paper) if not single.empty else []
+    if cross:
+        tables += _cross_modal_tables(frame[frame["protocol"].isin(cross)], metric, tasks, paper)
+    return tables
+
+
+def _tasks(frame: pd.DataFrame, metric: str) -> dict[str, list[str]]:
+    """Protocol -> the retrieval tasks whose ``<task>.<metric>`` its runs recorded."""
+    key = metric_key(metric)
+    names = [c[len("metric."):-len(key) - 1] for c in frame.columns
+             if c.startswith("metric.") and c.endswith("." + key) and c.count(".") == 2]
+    out: dict[str, list[str]] = {}
+    for protocol, runs in frame.groupby("protocol"):
+        out[str(protocol)] = [t for t in names if runs[f"metric.{t}.{key}"].notna().any()]
+    return out
+
+
+def _cross_modal_tables(frame: pd.DataFrame, metric: str, tasks: dict[str, list[str]],
+                        paper: bool) -> list[Table]:
+    """One table: rows = methods, column groups = (protocol, task), columns = bits."""
+    groups: list[Group] = []
+    order = [t for t in TASK_TITLES if any(t in ts for ts in tasks.values())]
+    for task in order:
+        for group in _groups(frame[frame["protocol"].isin([p for p, ts in tasks.items() if task in ts])],
+                             f"{task}.{metric}"):
+            group.label = f"{group.protocol} {TASK_TITLES.get(task, task)}"
+            group.protocol = f"{group.protocol}/{task}"
+            groups.append(group)
+    groups.sort(key=lambda g: (g.protocol.split("/")[0], order.index(g.protocol.split("/")[1])))
+    rows = sorted({d for g in groups for d, _ in g.cells})
+    values = _paper_values(frame, load_cross_modal_paper()) if paper and metric == "map" else {}
+    note = ("In parentheses: the DCMH paper's value (Jiang & Li, CVPR 2017; baselines run by the DCMH "
+            "authors on CNN-F features)." if values else "")
+    return [Table("Cross-modal", metric, groups, rows, note=note, paper=values)] if rows else []
+
+
+def _single_modal_tables(frame: pd.DataFrame, metric: str, which: str, paper: bool) -> list[Table]:
     groups = _groups(frame, metric)
     if not groups:
         return []
@@ -239,8 +284,19 @@ def build_tables(frame: pd.DataFrame, metric: str = "map", which: str = "auto",
     return tables
 
 
-def _paper_values(frame: pd.DataFrame) -> dict[tuple[str, str, int], float]:
-    paper = load_paper()
+def load_cross_modal_paper() -> pd.DataFrame:
+    """The DCMH paper's cross-modal MAP (CROSSMODAL.md section 4.1), shipped as package data;
+    its ``protocol`` column names ``<protocol>/<task>``."""
+    text = resources.files("hashbench").joinpath("data/dcmh2017_tables.csv").read_text("utf-8")
+    from io import StringIO
+
+    table = pd.read_csv(StringIO(text), comment="#")
+    table["protocol"] = table["protocol"] + "/" + table["task"]
+    return table
+
+
+def _paper_values(frame: pd.DataFrame, paper: pd.DataFrame | None = None) -> dict[tuple[str, str, int], float]:
+    paper = load_paper() if paper is None else paper
     displays = frame.drop_duplicates(["method", "train_mode"]).set_index(["method", "train_mode"])["display"]
     out = {}
     for row in paper.itertuples():
@@ -326,7 +382,8 @@ def _latex_escape(text: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"),
                  ("#", r"\#"), ("$", r"\$"), ("{", r"\{"), ("}", r"\}")):
         text = text.replace(a, b)
-    return text.replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("⚠", r"$\dagger$")
+    return (text.replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("⚠", r"$\dagger$")
+            .replace("→", r"$\to$"))
 
 
 def to_latex(table: Table) -> str:
@@ -364,7 +421,8 @@ def to_latex(table: Table) -> str:
               rf"\caption{{{table.title}: {_latex_escape(caption(table))}"
               + (r" $\dagger$: collapsed or failed runs." if any(
                   c[3] for g in table.groups for c in g.cells.values()) else "")
-              + (" In parentheses: the ADSH paper's value." if table.paper else "") + "}",
+              + (" In parentheses: the ADSH paper's value." if table.paper and table.title != "Cross-modal"
+                 else "") + "}",
               r"\end{table}"]
     return "\n".join(lines)
 

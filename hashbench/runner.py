@@ -391,7 +391,7 @@ def plan_grid(config: RunConfig, reporter: Reporter) -> Plan:
                                      "cpu" if config.device == "cpu" else "auto")
     prepare_dataset(dataset, feature_options, reporter)
     conventions = Conventions(map_topk=protocol.map_topk, precision_ks=protocol.precision_ks,
-                              radius=protocol.radius)
+                              radius=protocol.radius, map_ks=protocol.map_ks)
     data_tags = dataset.tags
     if protocol.overrides:
         data_tags[PROTOCOL_OVERRIDES_TAG] = json.dumps(dict(protocol.overrides))

@@ -15,7 +15,8 @@ Scalar metrics (``EvaluationResult.metrics``), query averages unless stated:
 =============================  =============================================================
 ``map``                        MAP over the whole database, or MAP@K when
                                ``conventions.map_topk = K`` (then also ``map@K``)
-``map@K``                      MAP@K (only when ``map_topk`` is set; same value as ``map``)
+``map@K``                      MAP@K when ``map_topk = K`` (same value as ``map``), and for
+                               each K of ``conventions.map_ks``
 ``p@K``                        precision at K for each K in ``conventions.precision_ks``
                                (relevant in the top K / K, K capped at n_database)
 ``p_r<r>``, ``r_r<r>``         precision / recall within Hamming radius r (empty ball: 0)
@@ -163,6 +164,13 @@ def evaluate(query_codes: Any, database_codes: Any, query_labels: Any, database_
     metrics: dict[str, float] = {"map": mean(ap)}
     if c.map_topk is not None:
         metrics[c.map_name] = metrics["map"]
+    for k in c.map_ks:  # each further MAP@K: one more ranking pass that keeps only the top-K sums
+        k_eff = min(k, n_database)
+        extra = rank_statistics(codes, Labels(q_labels[first], db_labels), len(first), n_database,
+                                ks=[], map_k=k_eff, want_hist=False, chunk_size=chunk_size,
+                                n_jobs=n_jobs).take(inverse)
+        metrics[f"map@{k}"] = mean(M.average_precision_at_k(
+            extra.precision_sum, extra.found_at_map_k, extra.n_relevant, k_eff, c.mapk_normalisation))
     metrics["n_queries_zero_relevant"] = float(np.count_nonzero(zero))
     per_query = {"ap": ap, "n_relevant": stats.n_relevant}
     flags: dict[str, str] = {}

@@ -42,6 +42,9 @@ class Conventions:
         precision_ks: the K of each scalar ``p@K`` metric.
         curve_max_k: the P@K / R@K curve runs up to ``min(curve_max_k, n_database)``.
         radius: Hamming radius of the ``p_r<radius>`` / ``r_r<radius>`` metrics.
+        map_ks: further MAP@K metrics (``map@K`` for each K, normalised by
+            ``mapk_normalisation``) beside ``map``; the cross-modal papers report MAP@50 and
+            MAP@500 next to MAP over the whole database.
     """
 
     map_topk: int | None = None
@@ -50,8 +53,13 @@ class Conventions:
     precision_ks: tuple[int, ...] = (100,)
     curve_max_k: int = 5000
     radius: int = 2
+    map_ks: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        ks_extra = tuple(self.map_ks)
+        if not all(_positive_int(k) for k in ks_extra):
+            raise ConfigError(f"map_ks must be positive integers, got {self.map_ks!r}")
+        object.__setattr__(self, "map_ks", tuple(int(k) for k in ks_extra))
         if self.map_topk is not None and not _positive_int(self.map_topk):
             raise ConfigError(f"map_topk must be None (whole database) or a positive integer, "
                               f"got {self.map_topk!r}")
@@ -97,6 +105,8 @@ class Conventions:
             "eval.radius": str(self.radius),
             "eval.radius_empty": "precision_0",
             "eval.tie_aware": "expected_ap_whole_database",
+            # only when set, so that the tags (and run keys) of protocols without it stay as they were
+            **({"eval.map_ks": ",".join(str(k) for k in self.map_ks)} if self.map_ks else {}),
         }
 
     def describe(self) -> str:
@@ -109,6 +119,10 @@ class Conventions:
                        else f"min({self.map_topk}, number of relevant items)")
             what = f"MAP@{self.map_topk} (summed precision at each relevant item in the top " \
                    f"{self.map_topk}, divided by {divisor})"
+        if self.map_ks:
+            rule = ("relevant items found in the top K" if self.mapk_normalisation == "found"
+                    else "min(K, number of relevant items)")
+            what += f", and MAP@K for K = {', '.join(map(str, self.map_ks))} (divided by the {rule})"
         zero = ("queries without a relevant item are left out of the averages"
                 if self.drop_zero_relevant else "a query without a relevant item scores AP 0 "
                 "and stays in the mean")
