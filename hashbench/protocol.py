@@ -31,6 +31,7 @@ A protocol is a TOML file in the package's ``protocols`` folder (the repo's
     [evaluation]
     map_topk = "all"             # or an integer K for MAP@K
     map_ks = [50, 500]           # optional: MAP@K metrics beside it (cross-modal papers)
+    tasks = ["i2t", "t2i"]       # cross-modal tasks evaluated; also "i2i", "t2t" on request
     precision_ks = [100]
     radius = 2
 
@@ -87,6 +88,7 @@ class Protocol:
     query_order: str = "random"
     train_count: int | None = None
     map_ks: tuple[int, ...] = ()
+    tasks: tuple[str, ...] = ("i2t", "t2i")
     overrides: tuple[tuple[str, str], ...] = ()
     raw: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
@@ -207,7 +209,7 @@ _KNOWN = {
     "query": {"per_class", "pool", "top_classes", "count", "order"},
     "database": {"from"},
     "train": {"mode", "per_class", "top_classes", "count"},
-    "evaluation": {"map_topk", "map_ks", "precision_ks", "radius"},
+    "evaluation": {"map_topk", "map_ks", "precision_ks", "radius", "tasks"},
     "bits": {"default"},
 }
 
@@ -267,7 +269,8 @@ def parse_protocol(data: dict[str, Any], where: str) -> Protocol:
         query_count = raw_count
     query_order = _field(query, "order", f"{where} [query]", str, "random")
     if query_order not in ("random", "first"):
-        raise ConfigError(f"{where}: field 'query.order' must be \"random\" or \"first\", got {query_order!r}")
+        raise ConfigError(f"{where}: field 'query.order' must be \"random\" or \"first\", "
+                          f"got {query_order!r}")
     if query_order == "first" and query_count is None:
         raise ConfigError(f"{where}: query.order = \"first\" needs query.count")
     topk = evaluation.get("map_topk", "all")
@@ -309,8 +312,27 @@ def parse_protocol(data: dict[str, Any], where: str) -> Protocol:
         query_order=query_order,
         train_count=train_count,
         map_ks=_int_list(evaluation.get("map_ks", []), "evaluation.map_ks", where, allow_empty=True),
+        tasks=_tasks(evaluation.get("tasks", ["i2t", "t2i"]), where),
         raw=copy.deepcopy(data),
     )
+
+
+CROSS_MODAL_TASKS = ("i2t", "t2i", "i2i", "t2t")
+
+
+def _tasks(value: Any, where: str) -> tuple[str, ...]:
+    """``evaluation.tasks``: the cross-modal retrieval tasks to evaluate (methods with an image
+    and a text side; single-modal methods have one task whatever this says)."""
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: field 'evaluation.tasks' must be a non-empty list of task names")
+    for v in value:
+        if v not in CROSS_MODAL_TASKS:
+            from hashbench.registry import suggest
+
+            known = ", ".join(CROSS_MODAL_TASKS)
+            raise ConfigError(f"{where}: unknown task {v!r} in evaluation.tasks"
+                              f"{suggest(v, list(CROSS_MODAL_TASKS))} (known: {known})")
+    return tuple(value)
 
 
 def load_protocol_file(path: str | Path) -> Protocol:

@@ -295,7 +295,8 @@ def load_cross_modal_paper() -> pd.DataFrame:
     return table
 
 
-def _paper_values(frame: pd.DataFrame, paper: pd.DataFrame | None = None) -> dict[tuple[str, str, int], float]:
+def _paper_values(frame: pd.DataFrame,
+                  paper: pd.DataFrame | None = None) -> dict[tuple[str, str, int], float]:
     paper = load_paper() if paper is None else paper
     displays = frame.drop_duplicates(["method", "train_mode"]).set_index(["method", "train_mode"])["display"]
     out = {}

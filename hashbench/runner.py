@@ -53,7 +53,7 @@ from hashbench.datasets import load as load_dataset
 from hashbench.errors import CodeContractError, ConfigError, HashbenchError
 from hashbench.evaluation import Conventions, evaluate, pack_codes
 from hashbench.progress import Reporter
-from hashbench.protocol import Protocol, Split, materialise
+from hashbench.protocol import CROSS_MODAL_TASKS, Protocol, Split, materialise
 from hashbench.tracking import (
     CODES_ARTIFACT,
     CONFIG_ARTIFACT,
@@ -205,16 +205,18 @@ class Task:
         return f"{self.name}." if self.name else ""
 
 
-def tasks_for(modalities: tuple[str, ...]) -> list[Task]:
-    """The retrieval tasks of a method taking ``modalities``."""
+def tasks_for(modalities: tuple[str, ...], wanted: tuple[str, ...] = ("i2t", "t2i")) -> list[Task]:
+    """The retrieval tasks of a method taking ``modalities``: its one modality against itself,
+    or for an image side and a text side the ``wanted`` tasks among I->T, T->I (the
+    default), I->I and T->T (a protocol's ``evaluation.tasks``)."""
     if len(modalities) == 1:
         return [Task("", modalities[0], modalities[0])]
     if len(modalities) == 2:
-        a, b = modalities
         short = {m: "t" if m == "text" else "i" for m in modalities}
-        if short[a] == short[b]:
+        if sorted(short.values()) != ["i", "t"]:
             raise ConfigError(f"two modalities need an image side and a text side, got {modalities}")
-        return [Task(f"{short[a]}2{short[b]}", a, b), Task(f"{short[b]}2{short[a]}", b, a)]
+        side = {v: k for k, v in short.items()}
+        return [Task(name, side[name[0]], side[name[2]]) for name in CROSS_MODAL_TASKS if name in wanted]
     raise ConfigError(f"methods take one or two modalities, got {modalities}")
 
 
@@ -527,7 +529,7 @@ class TrialWorker:
         with tempfile.TemporaryDirectory(prefix="hashbench-") as scratch:
             run_ctx = RunContext(seed=spec.seed, device=device, scratch_dir=Path(scratch),
                                  log_metric=recorder.log_metric, progress=self.reporter.progress)
-            codes, timings = run_trial_data(method, data, run_ctx)
+            codes, timings = run_trial_data(method, data, run_ctx, ctx.protocol.tasks)
             t0 = time.perf_counter()
             results = {task: evaluate(q, d, data.query.labels, data.database.labels, ctx.conventions,
                                       n_jobs=usable_cpus())
@@ -646,8 +648,9 @@ class GridRunner:
 # ---------------------------------------------------------------- one trial's data
 
 
-def run_trial_data(method: Hasher, data: TrialData,
-                   ctx: RunContext) -> tuple[dict[Task, tuple[np.ndarray, np.ndarray]], dict[str, float]]:
+def run_trial_data(method: Hasher, data: TrialData, ctx: RunContext,
+                   tasks: tuple[str, ...] = ("i2t", "t2i"),
+                   ) -> tuple[dict[Task, tuple[np.ndarray, np.ndarray]], dict[str, float]]:
     """Fit on ``data`` (without its queries), encode the queries and the database for every
     retrieval task of the method; check the code contract and time each phase.
 
@@ -667,7 +670,7 @@ def run_trial_data(method: Hasher, data: TrialData,
         raise CodeContractError(f"method {meta.name!r}: fit() must return self")
     timings["encode_query_seconds"] = timings["encode_database_seconds"] = 0.0
     codes = {}
-    for task in tasks_for(method.modalities):
+    for task in tasks_for(method.modalities, tasks):
         t0 = time.perf_counter()
         query = method.encode_as(data.query[task.query], task.query)
         timings["encode_query_seconds"] += time.perf_counter() - t0

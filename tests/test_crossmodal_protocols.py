@@ -112,3 +112,20 @@ def test_report_builds_the_cross_modal_table_with_the_dcmh_papers_numbers(tmp_pa
     dcmh = shipped[(shipped.method == "dcmh") & (shipped.protocol == "dcmh2017-mirflickr/i2t")]
     assert dcmh.sort_values("bits")["map"].tolist() == [0.7410, 0.7465, 0.7485]
     assert isinstance(frame, pd.DataFrame)
+
+
+def test_tasks_are_declared_by_the_protocol_i2i_and_t2t_on_request():
+    from hashbench.runner import tasks_for
+
+    assert [(t.name, t.query, t.database) for t in tasks_for(("features", "text"))] == [
+        ("i2t", "features", "text"), ("t2i", "text", "features")]
+    every = tasks_for(("text", "image"), ("t2t", "i2i", "t2i", "i2t"))
+    assert [(t.name, t.query, t.database) for t in every] == [
+        ("i2t", "image", "text"), ("t2i", "text", "image"), ("i2i", "image", "image"), ("t2t", "text", "text")]
+    assert [t.name for t in tasks_for(("features",), ("i2i",))] == [""]  # single-modal: one task
+    proto = parse_protocol({"name": "p", "dataset": "d", "query": {"count": 5},
+                            "train": {"mode": "full"}, "evaluation": {"tasks": ["i2t", "i2i"]}}, "t")
+    assert proto.tasks == ("i2t", "i2i")
+    with pytest.raises(ConfigError, match="unknown task 'i2x'.*did you mean"):
+        parse_protocol({"name": "p", "dataset": "d", "query": {"count": 5}, "train": {"mode": "full"},
+                        "evaluation": {"tasks": ["i2x"]}}, "t")
