@@ -1,8 +1,8 @@
 """Shallow cross-modal (image <-> text) hashing baselines: CCA(-ITQ), CMFH, SCM-Seq, SePH, DLFH.
 
 Private module (leading underscore: the registry does not load it). Each class is a numpy-only
-algorithm core behind one small interface, to be wrapped by the cross-modal method contract
-once the core refactor lands::
+algorithm core behind one small interface; the registered methods (``methods/cca.py``,
+``cmfh.py``, ``scm.py``, ``seph.py``, ``dlfh.py``) wrap them through :class:`CrossModalMethod`::
 
     model = SCM(bits=32).fit(image, text, labels, rng)    # (n, d_i), (n, d_t), (n, L) multi-hot
     codes = model.encode(x, "image")                      # int8 (m, bits) in {-1, +1}
@@ -19,8 +19,9 @@ Conventions shared by every class:
 
 Sources: the equations and constants below were checked against the authors' public code where
 it could be read (CMFH ``solveCMFH.m``; SCM ``trainSCM_seq.m``; SePH ``minKLD.m`` and a driver
-calling it; DLFH ``DLFH_demo.m``, ``DLFH_algo.m``, the Python demo); the papers themselves were
-not available, so no paper equation numbers are quoted. Each docstring says which is which.
+calling it; DLFH ``DLFH_demo.m``, ``DLFH.m``, ``DLFH_algo.m``, the Python demo); the papers
+themselves were not available, so no paper equation numbers are quoted. Each docstring says
+which is which.
 
 Notation: ``X`` (n, d_x) image features, ``Y`` (n, d_y) text features, ``L`` (n, K) labels,
 ``c`` = bits, ``L~`` the rows of ``L`` scaled to unit length.
@@ -34,9 +35,12 @@ import numpy as np
 from scipy.linalg import cho_factor, cho_solve, solve_triangular
 from scipy.special import expit
 
+from hashbench.api import Hasher, RunContext, TrialData
 from hashbench.errors import ConfigError, NotFittedError
 
 MODALITIES = ("image", "text")
+CORE_MODALITY = {"features": "image", "text": "text"}
+"""The contract's modality -> the cores' side: ``features`` (image feature vectors) is "image"."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,6 +160,34 @@ class _CrossModalHasher:
 
     def _project(self, x: np.ndarray, modality: str) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+class CrossModalMethod(Hasher):
+    """The method-contract side of the five cores: a registered subclass sets ``meta`` (with
+    ``modalities=("features", "text")``), takes the core's hyper-parameters in ``__init__`` and
+    builds the configured core in ``_core()``. ``fit`` trains it on the training part's
+    ``features`` (image side) and ``text`` with its labels, drawing from ``ctx.rng``;
+    ``encode(inputs, modality)`` hashes ``features`` with the core's image function and ``text``
+    with its text function. Database codes come from the default ``encode_database``: the
+    database's inputs in the database modality, hashed (symmetric use)."""
+
+    model_: _CrossModalHasher | None = None
+
+    def _core(self) -> _CrossModalHasher:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def fit(self, data: TrialData, ctx: RunContext) -> CrossModalMethod:
+        train = data.train
+        self.model_ = self._core().fit(train["features"], train["text"], train.labels, ctx.rng)
+        return self
+
+    def encode(self, inputs: Any, modality: str) -> np.ndarray:  # type: ignore[override]
+        self._check_fitted("model_")
+        if modality not in CORE_MODALITY:
+            raise ConfigError(f"{self.meta.name}: modality must be one of {', '.join(CORE_MODALITY)}, "
+                              f"got {modality!r}")
+        assert self.model_ is not None
+        return self.model_.encode(inputs, CORE_MODALITY[modality])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -666,7 +698,9 @@ class DLFH(_CrossModalHasher):
     and the sweep of V the block ``S[Omega', :]^T`` with ``U[Omega']``; only n x m blocks of S
     exist. Defaults from the authors' MATLAB demo (``DLFH_demo.m``, used for all the paper's
     experiments): ``lam = 8``, 30 iterations, ``gamma = 1e-6``. Initial codes: random signs
-    from ``rng`` (the authors' DLFH.m was not available to check its initialisation).
+    from ``rng``, as the authors' ``DLFH.m``. Two differences from ``DLFH.m``: it samples one
+    column set per iteration for both sweeps (here a fresh one for each), and a column update
+    with ``h = 0`` gives +1 there (here the old bit is kept).
 
     Out-of-sample extension as in the authors' code (``DLFH_algo.m`` / ``linear_hash``):
     ridge regression of the learned codes on the raw features, ``W = (X^T X + gamma I)^-1 X^T U``
