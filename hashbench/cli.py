@@ -147,6 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         data_options=_data_options(args),
         pretrained=not args.no_pretrained,
         feature_image_size=args.feature_image_size,
+        features=args.features,
         skip_incompatible=args.methods.strip().lower() == "all",
         command="hashbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
@@ -337,6 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pretrained", action="store_true",
                    help="random (seeded) instead of ImageNet weights for feature extraction and "
                         "deep backbones; recorded with the runs")
+    p.add_argument("--features", default="alexnet-fc7", metavar="alexnet-fc7|hog|pixels-pca",
+                   help="feature extractor for shallow methods on image datasets (default: "
+                        "alexnet-fc7, the paper's, needs ImageNet weights; hog and pixels-pca run "
+                        "offline); cached, and recorded with the runs (it enters the run key)")
     p.add_argument("--feature-image-size", type=int, default=224, metavar="N",
                    help="side images are resized to before AlexNet fc7 feature extraction for "
                         "shallow methods on image datasets (default: 224, as in the paper)")

@@ -129,15 +129,19 @@ class RunConfig:
     pretrained: bool = True
     feature_image_size: int = 224
     skip_incompatible: bool = False
+    features: str = "alexnet-fc7"
 
 
 @dataclass(frozen=True)
 class FeatureOptions:
-    """How image datasets get their ``features`` modality (AlexNet fc7, cached)."""
+    """How image datasets get their ``features`` modality: ``extractor`` is one of
+    ``hashbench.extractors.EXTRACTORS`` (AlexNet fc7, the paper's default; HOG and PCA'd
+    pixels need no weights), cached on disk and recorded as the ``features.extractor`` tag."""
 
     pretrained: bool = True
     image_size: int = 224
     device: str = "auto"
+    extractor: str = "alexnet-fc7"
 
 
 @dataclass(frozen=True)
@@ -342,12 +346,18 @@ def usable_cpus() -> int:
 
 
 def prepare_dataset(dataset: Dataset, options: FeatureOptions, reporter: Reporter) -> Dataset:
-    """Per-process preparation: image datasets get their ``features`` provider (AlexNet fc7,
-    extracted or read from the cache on first use)."""
-    from hashbench import features
+    """Per-process preparation: image datasets get their ``features`` provider (the chosen
+    extractor, run or read from the cache on first use)."""
+    from hashbench import extractors, features
 
-    features.provide_features(dataset, pretrained=options.pretrained, image_size=options.image_size,
-                              device=options.device, progress=reporter.progress, log=reporter.message)
+    if options.extractor == "alexnet-fc7":
+        features.provide_features(dataset, pretrained=options.pretrained, image_size=options.image_size,
+                                  device=options.device, progress=reporter.progress, log=reporter.message)
+    elif dataset.has("image") and not dataset.has("features"):
+        name = options.extractor
+        dataset.provide("features", lambda: extractors.extract(dataset, name, reporter.progress,
+                                                               reporter.message),
+                        {"features.extractor": extractors.describe(name)})
     return dataset
 
 
@@ -389,8 +399,14 @@ def plan_grid(config: RunConfig, reporter: Reporter) -> Plan:
     dataset = load_dataset(protocol.dataset, config.data_root, **config.data_options)
     split = materialise(protocol, dataset.labels, dataset.partitions, dataset.class_names)
     kept = {m.meta.name for m in _compatible(config.methods, dataset, config.skip_incompatible, reporter)}
+    from hashbench.extractors import EXTRACTORS
+
+    if config.features not in EXTRACTORS:
+        raise ConfigError(f"unknown feature extractor {config.features!r}"
+                          f"{registry.suggest(config.features, list(EXTRACTORS))} "
+                          f"(known: {', '.join(EXTRACTORS)})")
     feature_options = FeatureOptions(config.pretrained, config.feature_image_size,
-                                     "cpu" if config.device == "cpu" else "auto")
+                                     "cpu" if config.device == "cpu" else "auto", config.features)
     prepare_dataset(dataset, feature_options, reporter)
     conventions = Conventions(map_topk=protocol.map_topk, precision_ks=protocol.precision_ks,
                               radius=protocol.radius, map_ks=protocol.map_ks)
@@ -526,6 +542,8 @@ class TrialWorker:
         ctx = self.context
         _seed_everything(spec.seed)
         data = ctx.split.view(self.dataset, method.modalities)
+        for modality in method.modalities:  # providers (feature extraction) run here, not in fit's time
+            self.dataset.modality(modality)
         with tempfile.TemporaryDirectory(prefix="hashbench-") as scratch:
             run_ctx = RunContext(seed=spec.seed, device=device, scratch_dir=Path(scratch),
                                  log_metric=recorder.log_metric, progress=self.reporter.progress)
