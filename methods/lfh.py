@@ -31,10 +31,36 @@ fits a fresh sample of only c columns.
 
 Settings of the authors' demo: features standardised per dimension (``normZeroMean``,
 ``normEqualVariance``), ``U`` initialised by PCA (projections on the top-c principal
-directions), 50 iterations, ``beta = 30`` divided by the code length inside (``beta / c``
-is the prior variance used), ``lambda = 1`` multiplied by ``N / D`` inside (the ridge of the
-linear out-of-sample regression, paper section 3.5, ``W = (X^T X + lambda I)^{-1} X^T U``).
+directions), ``|Omega| = c`` (we sample 4 c, see revision 2 below), 50 iterations,
+``beta = 30`` divided by the code length inside (``beta / c`` is the prior variance used),
+``lambda = 1`` multiplied by ``N / D`` inside (the ridge of the linear out-of-sample
+regression, paper section 3.5, ``W = (X^T X + lambda I)^{-1} X^T U``).
 Training codes are ``sign(U)``. (We read the ``D`` of ``N / D`` as the feature dimension.)
+
+Revision 2 (issue 15), two deviations from the authors' demo, both measured:
+
+* ``|Omega| = 4 c`` sampled columns by default instead of c (``n_columns=bits`` restores the
+  demo). Cause of the collapse seen with many classes: the step above gives
+  ``U_new = (U U_Omega^T / 8 + S_Omega - A_Omega) U_Omega (-H)^{-1}``, so every row of
+  ``U_new`` lies in the row space of the c x c matrix ``U_Omega``: the rank of ``U`` never
+  grows, and directions in which the square ``U_Omega`` is ill-conditioned (a random square
+  matrix nearly always has a tiny singular value) shrink by ``lambda / (lambda + 1/beta)``
+  with ``lambda`` near 0 at every iteration. Within a few iterations ``U`` falls to the
+  rank that the last few samples needed (about the number of classes present in c columns).
+  On a letter-like set (26 classes, 16-d, 100 training points per class) 12-bit revision-1
+  codes had 3-7 distinct values with up to 10 of 12 bits constant (MAP 0.11-0.24 over 5
+  seeds, ITQ 0.50-0.54); the same happens at 48 bits with |Omega| = 48 > 26 classes (15-20
+  distinct codes, up to 12 constant bits), so it is the square block, not only the class
+  count. With ``4 c`` columns ``U_Omega^T U_Omega`` is well conditioned (smallest singular
+  value of a 4c x c Gaussian matrix about half its largest): 12 bits 19-26 distinct codes,
+  MAP 0.65-0.90; 24-48 bits 26 or more, MAP 0.96-0.99; digits 12 bits 0.956-0.965 over 5
+  seeds (was 0.64-0.90). ``2 c`` still collapsed some 12-bit runs, ``8 c`` was no better.
+  The cost per iteration is O(n |Omega| c), still linear in n.
+* More bits than the rank of the features (e.g. 24-48 bits on 16-d features): PCA gives
+  only ``rank(X)`` non-trivial columns and, since the update never raises the rank of U, a
+  zero column would stay zero; the missing columns start as seeded Gaussian noise at the
+  scale of the principal ones (U are free latent factors, so any start is admissible).
+  Revision 1 refused such settings.
 
 Out-of-sample extension: as in the ADSH paper's experiments, one boosted-tree classifier per
 bit fitted to the training codes (:class:`hashbench.oos.BoostedTrees`, FastH's 200 rounds of
@@ -69,6 +95,8 @@ from hashbench.oos import EXTENSIONS, BoostedTrees, LinearProjection, TwoStepHas
 from hashbench.registry import register
 
 _EXACT_PCA_MAX_DIM = 1024
+COLUMNS_PER_BIT = 4  # default |Omega| = 4 c (revision 2; the authors' code samples c columns)
+_RANK_TOLERANCE = 1e-6  # principal columns below this fraction of the largest count as empty
 
 
 def similarity_block(labels: np.ndarray, columns: np.ndarray) -> np.ndarray:
@@ -131,6 +159,29 @@ def principal_directions(x: np.ndarray, k: int, rng: np.random.Generator) -> tup
     return mean, vt[:k].T
 
 
+def default_columns(bits: int, n: int) -> int:
+    """``|Omega|`` when ``n_columns`` is not given: ``COLUMNS_PER_BIT`` x bits, at most n."""
+    return min(COLUMNS_PER_BIT * bits, n)
+
+
+def initial_factors(x: np.ndarray, bits: int, rng: np.random.Generator) -> np.ndarray:
+    """``U`` at the start: the projections of ``x`` on its top principal directions, one column
+    per bit; columns beyond the rank of ``x`` (more bits than feature dimensions, or constant
+    dimensions) are seeded Gaussian noise at the scale of the principal columns (module
+    docstring: the update never raises the rank of ``U``, so a zero column stays useless)."""
+    n, d = x.shape
+    k = min(bits, d, n)
+    mean, directions = principal_directions(x, k, rng)
+    u = (x @ directions.astype(x.dtype)).astype(np.float64) - mean @ directions
+    spread = np.sqrt(np.square(u).mean(axis=0))
+    useful = spread > _RANK_TOLERANCE * max(float(spread.max(initial=0.0)), 1e-300)
+    u = u[:, useful]
+    if u.shape[1] == bits:
+        return u
+    scale = float(np.sqrt(np.square(u).mean())) if u.size else 1.0
+    return np.hstack([u, scale * rng.standard_normal((n, bits - u.shape[1]))])
+
+
 def _chunked_mean(x: np.ndarray) -> np.ndarray:
     total = np.zeros(x.shape[1])
     for start in range(0, len(x), 8192):
@@ -147,6 +198,7 @@ class LFH(TwoStepHasher):
         family="shallow",
         supervised=True,
         asymmetric=True,
+        revision=2,
     )
     conformance_params = {"tree_rounds": 10}
 
@@ -175,11 +227,10 @@ class LFH(TwoStepHasher):
         if not 0.0 < self.tree_feature_fraction <= 1.0:
             raise ConfigError(f"lfh: tree_feature_fraction must be in (0, 1], "
                               f"got {self.tree_feature_fraction}")
-        if self.bits < 1 or self.bits > min(n, d):
-            raise ConfigError(f"lfh: {self.bits} bits need PCA initialisation with at least "
-                              f"{self.bits} feature dimensions and training points "
-                              f"(have {d} dims, {n} points)")
-        columns = self.bits if self.n_columns is None else self.n_columns
+        if self.bits < 1 or self.bits > n:
+            raise ConfigError(f"lfh: {self.bits} bits need at least {self.bits} training points "
+                              f"(have {n})")
+        columns = default_columns(self.bits, n) if self.n_columns is None else self.n_columns
         if not 1 <= columns <= n:
             raise ConfigError(f"lfh: n_columns must be between 1 and the {n} training points, "
                               f"got {columns}")
@@ -191,8 +242,7 @@ class LFH(TwoStepHasher):
         n, d = x.shape
         columns = self._validate(n, d)
         beta = self.beta / self.bits  # the authors' code divides beta by the code length
-        mean, directions = principal_directions(x, self.bits, ctx.rng)
-        u = (x @ directions.astype(x.dtype)).astype(np.float64) - mean @ directions
+        u = initial_factors(x, self.bits, ctx.rng)
         self.sampled_objective_ = []  # (before, after) per iteration, per sampled entry
         # n x |Omega| x c products: one BLAS thread is as fast and avoids oversubscription
         # stalls when other processes share the cores (the PCA above keeps its threads).

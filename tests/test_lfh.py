@@ -110,7 +110,7 @@ def test_linear_extension_regresses_latent_factors_with_scaled_ridge():
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"bits": 80}, "80 bits"),
+    ({"bits": 120}, "120 bits"),  # more bits than the 100 training points (revision 2 allows > d)
     ({"extension": "svm"}, "extension"),
     ({"n_columns": 0}, "n_columns"),
     ({"beta": 0.0}, "beta"),
