@@ -158,3 +158,12 @@ def test_real_fashion_mnist_from_the_debian_package():
     assert fm.check_files(None) == []
     split = materialise(get_protocol("fashion-mnist"), data.labels, data.partitions)
     assert (len(split.query), len(split.database), len(split.train)) == (1000, 69_000, 5000)
+
+
+def test_data_check_runs_the_loaders_file_check(tmp_path, no_debian, monkeypatch, capsys):
+    from hashbench.cli import main
+
+    write_fashion(tmp_path)
+    assert main(["data", "check", "fashion-mnist", "--data-root", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "train-*: 30 images, expected 60000" in out  # the loader's count check, through data check

@@ -34,7 +34,8 @@ class Dataset:
                  class_names: Iterable[str] = (), description: str = "",
                  partitions: dict[str, np.ndarray] | None = None,
                  provenance: dict[str, str] | None = None,
-                 modalities: dict[str, Any] | None = None) -> None:
+                 modalities: dict[str, Any] | None = None,
+                 verify: Callable[[], list[str]] | None = None) -> None:
         self.name = name
         labels = np.asarray(labels)
         if labels.ndim != 2:
@@ -44,6 +45,7 @@ class Dataset:
         self.description = description
         self.partitions = dict(partitions or {})
         self.provenance = dict(provenance or {})
+        self.verify = verify  # the loader's own file check (counts, checksums) for `data check`
         self._sources: dict[str, Any] = {}
         self._provider_tags: dict[str, dict[str, str]] = {}
         given = dict(modalities or {})

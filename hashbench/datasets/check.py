@@ -75,6 +75,8 @@ def check_dataset(dataset: Dataset, check_images: bool = True, progress: Any = N
         if len(bad):
             problems.append(f"{len(bad)} feature rows contain NaN or inf (first rows: {bad[:5].tolist()})")
     modalities, empty_text = _check_modalities(dataset, problems)
+    if getattr(dataset, "verify", None) is not None:  # the loader's file check: counts, checksums
+        problems += dataset.verify()
     if check_images and dataset.images is not None and hasattr(dataset.images, "find_problems"):
         image_problems = dataset.images.find_problems(progress=progress)
         problems += image_problems[:max_listed]

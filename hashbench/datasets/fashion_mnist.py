@@ -183,6 +183,7 @@ def load_fashion_mnist(root: Path | None = None) -> Dataset:
         partitions={"train": np.arange(n_train), "test": np.arange(n_train, len(images))},
         provenance={"source": str(folder), "files": ",".join(FILES),
                     "verified": str(not checksum_problems(folder)).lower()},
+        verify=lambda: check_files(folder),
     )
 
 
