@@ -109,19 +109,23 @@ class MethodMeta:
                 out.append(f"meta.modalities repeats a modality: {mods!r}")
         return out
 
-    def display_name(self, train_mode: str) -> str:
+    def display_name(self, train_mode: str, protocol_mode: str = "sampled") -> str:
         """The name in reports: ``title``, or for the full training mode ``full_mode_title``
         when set (ADSH, Lin:V: database learning is the method itself), else ``title-D``;
-        then the sampled run of such a method is ``title (sampled)``."""
+        then the sampled run of such a method is ``title (sampled)``. On a protocol whose own
+        training set is the database (``protocol_mode = "full"``, e.g. Wikipedia) a full run
+        is no variant: its name is ``full_mode_title`` or ``title``."""
+        if train_mode == "full" and protocol_mode == "full":
+            return self.full_mode_title or self.title
         if train_mode == "full":
             return self.full_mode_title or f"{self.title}-D"
         # the sampled run must not share the full run's name (they are never averaged)
         return f"{self.title} (sampled)" if self.full_mode_title == self.title else self.title
 
-    def is_variant(self, train_mode: str) -> bool:
+    def is_variant(self, train_mode: str, protocol_mode: str = "sampled") -> bool:
         """True for a full-database run of a method whose own setting is the sampled training
-        set: the ADSH paper's "-D" variants (Table 2)."""
-        return train_mode == "full" and self.full_mode_title is None
+        set, on a protocol that samples one: the ADSH paper's "-D" variants (Table 2)."""
+        return train_mode == "full" and protocol_mode != "full" and self.full_mode_title is None
 
 
 class Part:

@@ -64,7 +64,9 @@ class Reporter:
             text = f"{head} FAILED: {outcome.error}"
         else:
             m = outcome.metrics
-            text = (f"{head} map={m.get('map', float('nan')):.4f} "
+            maps = {k: v for k, v in m.items() if k == "map" or k.endswith(".map")}  # per task
+            shown = " ".join(f"{k}={v:.4f}" for k, v in sorted(maps.items())) or "map=nan"
+            text = (f"{head} {shown} "
                     f"train={m.get('train_seconds', 0):.2f}s "
                     f"total={time.perf_counter() - self._trial_start:.2f}s")
             if outcome.flags:

@@ -89,6 +89,7 @@ class Protocol:
     train_count: int | None = None
     map_ks: tuple[int, ...] = ()
     tasks: tuple[str, ...] = ("i2t", "t2i")
+    declared_train_mode: str = ""  # the file's train.mode, kept when --train-mode overrides it
     overrides: tuple[tuple[str, str], ...] = ()
     raw: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
@@ -293,6 +294,7 @@ def parse_protocol(data: dict[str, Any], where: str) -> Protocol:
         seed=_field(data, "seed", where, int, 0),
         query_per_class=query_per_class,
         train_mode=mode,
+        declared_train_mode=mode,
         train_per_class=train_per_class,
         map_topk=map_topk,
         precision_ks=_int_list(

@@ -271,3 +271,16 @@ def test_a_method_revision_enters_the_run_key_only_from_revision_2():
                "train_mode": "sampled", "seed": 0, "conventions": Conventions().as_tags()}
     expected = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
     assert key(lsh, 1) == expected
+
+
+def test_full_runs_on_a_protocol_that_trains_on_the_database_are_no_variants():
+    from hashbench.api import MethodMeta
+
+    meta = MethodMeta("m", "M", "c", "shallow")
+    assert meta.display_name("full") == "M-D" and meta.is_variant("full")
+    assert meta.display_name("full", "full") == "M" and not meta.is_variant("full", "full")
+    own = MethodMeta("a", "A", "c", "deep", full_mode_title="A")
+    assert own.display_name("full", "full") == "A" and own.display_name("sampled") == "A (sampled)"
+    wiki = get_protocol("wikipedia")
+    assert wiki.declared_train_mode == "full"
+    assert get_protocol("digits").with_train_mode("full").declared_train_mode == "sampled"
