@@ -148,15 +148,39 @@ def cmd_run(args: argparse.Namespace) -> int:
         pretrained=not args.no_pretrained,
         feature_image_size=args.feature_image_size,
         features=args.features,
+        variants=args.variants,
         skip_incompatible=args.methods.strip().lower() == "all",
         command="hashbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
-    summary = GridRunner(config, Reporter(quiet=args.quiet)).run()
+    executor, reporter = None, Reporter(quiet=args.quiet)
+    if args.executor != "local":  # scale-out: hashbench.executors (README "Running on a cluster")
+        from hashbench import executors
+        from hashbench.tracking import resolve_tracking_uri
+
+        executor = executors.from_options(args.executor, **_executor_options(args))
+        executor.check_store(resolve_tracking_uri(args.tracking_uri))  # before anything is recorded
+        reporter = executors.GridReporter(quiet=args.quiet)
+    elif args.jobs is not None or args.ray_address is not None:
+        raise UsageError("--jobs and --ray-address need --executor process or --executor ray")
+    summary = GridRunner(config, reporter, executor).run()
     counts = ", ".join(f"{summary.count(s)} {s.lower()}" for s in ("FINISHED", "SKIPPED", "FAILED"))
     print(f"{len(summary.outcomes)} trials: {counts}", file=sys.stderr)
     for outcome in summary.failed:
         print(f"  FAILED {outcome.trial.label}: {outcome.error}", file=sys.stderr)
     return 1 if summary.failed else 0
+
+
+def _executor_options(args: argparse.Namespace) -> dict[str, Any]:
+    if args.executor == "process" and args.ray_address is not None:
+        raise UsageError("--ray-address applies to --executor ray")
+    if args.executor == "ray" and args.jobs is not None:
+        raise UsageError("--jobs applies to --executor process (Ray schedules by the cluster's CPUs)")
+    options: dict[str, Any] = {"max_retries": args.max_retries, "allow_local_store": args.allow_local_store}
+    if args.executor == "process":
+        options["jobs"] = args.jobs
+    else:
+        options["address"] = args.ray_address
+    return options
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -323,8 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random seeds of the methods, e.g. 0,1,2 (default: 0); the split is "
                         "fixed by the protocol's own seed")
     p.add_argument("--train-mode", choices=["sampled", "full"],
-                   help="training set: 'sampled' (per-class sample of the database) or 'full' "
-                        "(the whole database: the '-D' variants); default: the protocol's")
+                   help="train every method on a sampled set or on the whole database (the '-D' "
+                        "setting), overriding the protocol's per-method regimes; recorded with "
+                        "the runs (tag hashbench.train_mode_source). Default: the protocol's "
+                        "regimes (e.g. adsh2018-*: ADSH and Lin:V on the whole database, the "
+                        "others sampled)")
+    p.add_argument("--variants", action="store_true",
+                   help="also run the protocol's full-database '-D' variants (train.variants: "
+                        "the ADSH paper's Table 2 rows and Fig. 3 runs) of the chosen methods")
     p.add_argument("--param", action="append", metavar="METHOD.NAME=VALUE",
                    help="override a hyper-parameter, e.g. --param itq.n_iter=30 (repeatable)")
     p.add_argument("--force", action="store_true",
@@ -346,6 +376,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="side images are resized to before AlexNet fc7 feature extraction for "
                         "shallow methods on image datasets (default: 224, as in the paper)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--executor", choices=["local", "process", "ray"], default="local",
+                   help="where trials run: local (in this process, one after the other; the "
+                        "default), process (a pool of --jobs worker processes on this machine), ray "
+                        "(one task per trial on a Ray cluster; pip install 'hashbench[ray]')")
+    p.add_argument("--jobs", type=int, metavar="N",
+                   help="worker processes of --executor process (default: one per usable CPU)")
+    p.add_argument("--ray-address", metavar="auto|HOST:PORT",
+                   help="Ray cluster of --executor ray (default: start Ray locally for this run)")
+    p.add_argument("--max-retries", type=int, default=1, metavar="N",
+                   help="retries of a trial whose worker process was lost (killed, out of memory, "
+                        "node gone), never of a trial that raised (default: 1)")
+    p.add_argument("--allow-local-store", action="store_true",
+                   help="let --executor ray write to a sqlite:/file: store (every worker must share "
+                        "its path); otherwise it needs an MLflow server")
     _store_options(p)
     p.set_defaults(func=cmd_run)
 
@@ -433,9 +477,9 @@ def main(argv: list[str] | None = None) -> int:
     except HashbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C: 130; SIGTERM under a scale-out executor: 143
         print("interrupted: the running trial was marked KILLED", file=sys.stderr)
-        return 130
+        return getattr(exc, "exit_code", 130)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ A protocol is a TOML file in the package's ``protocols`` folder (the repo's
     per_class = 50               # "full": the whole database
     top_classes = 0
     # count = 10000              # or N items drawn at random from the database
+    full = ["adsh", "linv"]      # methods whose own setting learns the whole database
+    variants = ["lfh", "sdh"]    # full-database "-D" runs added by `hashbench run --variants`
 
     [evaluation]
     map_topk = "all"             # or an integer K for MAP@K
@@ -90,6 +92,9 @@ class Protocol:
     map_ks: tuple[int, ...] = ()
     tasks: tuple[str, ...] = ("i2t", "t2i")
     declared_train_mode: str = ""  # the file's train.mode, kept when --train-mode overrides it
+    train_full: tuple[str, ...] = ()  # methods trained on the whole database by this protocol
+    variants: tuple[str, ...] = ()    # methods whose "-D" run --variants adds
+    train_mode_forced: bool = False   # --train-mode overrode the per-method regimes
     overrides: tuple[tuple[str, str], ...] = ()
     raw: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
@@ -117,9 +122,22 @@ class Protocol:
         return dataclasses.replace(proto, source=self.source,
                                    overrides=tuple(sorted(merged.items())))
 
+    def mode_for(self, method: str) -> str:
+        """The training mode of ``method`` under this protocol: ``full`` for the methods the
+        protocol trains on the whole database (``train.full``, e.g. ADSH and Lin:V in the
+        ADSH paper), else the protocol's mode."""
+        return "full" if method in self.train_full else self.train_mode
+
     def with_train_mode(self, mode: str | None) -> Protocol:
-        """The same protocol with another training-set mode ("-D" variants use "full")."""
-        if mode is None or mode == self.train_mode:
+        """The same protocol with every method trained in ``mode`` (``--train-mode``: an explicit
+        override of the per-method regimes, recorded with the runs); None changes nothing."""
+        if mode is None:
+            return self
+        return dataclasses.replace(self.in_mode(mode), train_full=(), train_mode_forced=True)
+
+    def in_mode(self, mode: str) -> Protocol:
+        """The protocol whose split trains in ``mode`` (what :func:`materialise` draws)."""
+        if mode == self.train_mode:
             return self
         if mode not in TRAIN_MODES:
             raise UsageError(f"train mode must be one of {', '.join(TRAIN_MODES)}, got {mode!r}")
@@ -209,7 +227,7 @@ _KNOWN = {
     "labels": {"unlabelled"},
     "query": {"per_class", "pool", "top_classes", "count", "order"},
     "database": {"from"},
-    "train": {"mode", "per_class", "top_classes", "count"},
+    "train": {"mode", "per_class", "top_classes", "count", "full", "variants"},
     "evaluation": {"map_topk", "map_ks", "precision_ks", "radius", "tasks"},
     "bits": {"default"},
 }
@@ -295,6 +313,8 @@ def parse_protocol(data: dict[str, Any], where: str) -> Protocol:
         query_per_class=query_per_class,
         train_mode=mode,
         declared_train_mode=mode,
+        train_full=_names(train.get("full", []), "train.full", where),
+        variants=_names(train.get("variants", []), "train.variants", where),
         train_per_class=train_per_class,
         map_topk=map_topk,
         precision_ks=_int_list(
@@ -320,6 +340,13 @@ def parse_protocol(data: dict[str, Any], where: str) -> Protocol:
 
 
 CROSS_MODAL_TASKS = ("i2t", "t2i", "i2i", "t2t")
+
+
+def _names(value: Any, key: str, where: str) -> tuple[str, ...]:
+    """A list of method ids (checked against the registry when a grid is planned)."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{where}: field {key!r} must be a list of method ids")
+    return tuple(v.strip().lower() for v in value)
 
 
 def _tasks(value: Any, where: str) -> tuple[str, ...]:

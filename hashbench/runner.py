@@ -88,10 +88,12 @@ class TrialSpec:
     seed: int
     params: tuple[tuple[str, Any], ...] = ()
     run_key: str = ""
+    train_mode: str = ""  # "sampled" or "full" (the protocol's regime for the method); "" = the split's
 
     @property
     def label(self) -> str:
-        return f"{self.method} bits={self.bits} seed={self.seed}"
+        mode = "-D" if self.train_mode == "full" else ""
+        return f"{self.method}{mode} bits={self.bits} seed={self.seed}"
 
     @property
     def method_class(self) -> type[Hasher]:
@@ -130,6 +132,7 @@ class RunConfig:
     feature_image_size: int = 224
     skip_incompatible: bool = False
     features: str = "alexnet-fc7"
+    variants: bool = False  # add the protocol's "-D" runs (train.variants) of the chosen methods
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,7 @@ class TrialContext:
     dataset)."""
 
     protocol: Protocol
-    split: Split
+    split: Split  # the protocol's own mode; ``splits`` holds one per training mode in the grid
     conventions: Conventions
     dataset: str
     data_root: str | None
@@ -163,6 +166,10 @@ class TrialContext:
     parent_run_id: str | None
     base_tags: dict[str, str]
     data_tags: dict[str, str]
+    splits: dict[str, Split] = field(default_factory=dict)
+
+    def split_for(self, spec: TrialSpec) -> Split:
+        return self.splits.get(spec.train_mode) or self.split
 
 
 @dataclass
@@ -334,8 +341,14 @@ def _seed_everything(seed: int) -> None:
         sys.modules["torch"].manual_seed(seed)
 
 
+CPUS_ENV = "HASHBENCH_CPUS"  # a worker's CPU allowance, set by hashbench.executors.limit_threads
+
+
 def usable_cpus() -> int:
-    """CPUs this process may run on (the evaluator's threads; results do not depend on it)."""
+    """CPUs this process may run on (the evaluator's threads; results do not depend on it):
+    ``$HASHBENCH_CPUS`` when an executor gave this worker a share, else the affinity mask."""
+    if os.environ.get(CPUS_ENV, "").isdigit() and int(os.environ[CPUS_ENV]) > 0:
+        return int(os.environ[CPUS_ENV])
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
@@ -363,20 +376,32 @@ def prepare_dataset(dataset: Dataset, options: FeatureOptions, reporter: Reporte
 
 def _compatible(methods: list[type[Hasher]], dataset: Dataset, skip: bool,
                 reporter: Reporter) -> list[type[Hasher]]:
-    """Single-label methods on multi-label data: refused when asked for by name, left out with
-    a message under ``--methods all`` (the paper's N/A cells)."""
-    if not dataset.multilabel:
-        return methods
-    single = sorted(m.meta.name for m in methods if not m.meta.multilabel)
-    if not single:
-        return methods
-    if not skip:
-        raise ConfigError(
-            f"method(s) {', '.join(single)} support single-label data only and dataset "
-            f"{dataset.name!r} is multi-label; leave them out of --methods"
-        )
-    reporter.message(f"left out (single-label methods, multi-label data): {', '.join(single)}")
-    return [m for m in methods if m.meta.multilabel]
+    """Methods the dataset cannot serve (single-label methods on multi-label data, methods
+    taking a modality the dataset lacks, e.g. text on an image set): refused when asked for by
+    name, left out with a message under ``--methods all`` (the paper's N/A cells)."""
+    reasons = {
+        "single-label methods, multi-label data": [
+            m for m in methods if dataset.multilabel and not m.meta.multilabel],
+        f"methods needing modalities {dataset.name!r} lacks": [
+            m for m in methods if not all(dataset.has(x) for x in m.meta.modalities)],
+    }
+    left_out: set[str] = set()
+    for why, which in reasons.items():
+        names = sorted(m.meta.name for m in which)
+        if not names:
+            continue
+        if not skip:
+            if why.startswith("single"):
+                raise ConfigError(
+                    f"method(s) {', '.join(names)} support single-label data only and dataset "
+                    f"{dataset.name!r} is multi-label; leave them out of --methods")
+            missing = sorted({x for m in which for x in m.meta.modalities if not dataset.has(x)})
+            raise ConfigError(
+                f"method(s) {', '.join(names)} take {', '.join(missing)}, which dataset "
+                f"{dataset.name!r} does not provide (it provides: {', '.join(dataset.modality_names)})")
+        reporter.message(f"left out ({why}): {', '.join(names)}")
+        left_out.update(names)
+    return [m for m in methods if m.meta.name not in left_out]
 
 
 def _params_for(config: RunConfig, cls: type[Hasher]) -> dict[str, Any]:
@@ -386,19 +411,44 @@ def _params_for(config: RunConfig, cls: type[Hasher]) -> dict[str, Any]:
     return params
 
 
+def _modes(config: RunConfig) -> dict[str, list[str]]:
+    """Method id -> the training modes it runs in: the protocol's regime for it (``train.full``
+    puts ADSH and Lin:V on the whole database under the ADSH paper's protocols), plus "full"
+    for the protocol's ``train.variants`` with ``variants`` (the paper's Table 2 "-D" runs)."""
+    protocol = config.protocol
+    known = {m.meta.name for m in config.methods} | set(registry.available())
+    for listed, field_name in ((protocol.train_full, "train.full"), (protocol.variants, "train.variants")):
+        for name in listed:
+            if name not in known:
+                raise ConfigError(f"protocol {protocol.name!r}: {field_name} names unknown method "
+                                  f"{name!r}{registry.suggest(name, sorted(known))}")
+    modes = {}
+    for cls in config.methods:
+        name = cls.meta.name
+        own = protocol.mode_for(name)
+        modes[name] = [own]
+        if config.variants and not protocol.train_mode_forced and name in protocol.variants and own != "full":
+            modes[name].append("full")
+    return modes
+
+
 def plan_grid(config: RunConfig, reporter: Reporter) -> Plan:
     """Plan ``config`` (see the module docstring); opens the parent run when anything is left
     to run."""
     protocol = config.protocol
-    specs = [(m, b, s, _params_for(config, m))
-             for m in config.methods for b in config.bits for s in config.seeds]
-    for cls, bits, _, params in specs:  # reject bad parameters before anything is recorded
+    modes = _modes(config)
+    specs = [(m, mode, b, s, _params_for(config, m))
+             for m in config.methods for mode in modes[m.meta.name]
+             for b in config.bits for s in config.seeds]
+    for cls, _, bits, _, params in specs:  # reject bad parameters before anything is recorded
         build_method(cls, bits, params)
     check_device_request(config.device)
     store = Store(config.tracking_uri, config.experiment)
     dataset = load_dataset(protocol.dataset, config.data_root, **config.data_options)
-    split = materialise(protocol, dataset.labels, dataset.partitions, dataset.class_names)
-    kept = {m.meta.name for m in _compatible(config.methods, dataset, config.skip_incompatible, reporter)}
+    splits = {mode: materialise(protocol.in_mode(mode), dataset.labels, dataset.partitions,
+                                dataset.class_names)
+              for mode in sorted({mode for _, mode, *_ in specs} | {protocol.train_mode})}
+    split = splits[protocol.train_mode]
     from hashbench.extractors import EXTRACTORS
 
     if config.features not in EXTRACTORS:
@@ -408,6 +458,7 @@ def plan_grid(config: RunConfig, reporter: Reporter) -> Plan:
     feature_options = FeatureOptions(config.pretrained, config.feature_image_size,
                                      "cpu" if config.device == "cpu" else "auto", config.features)
     prepare_dataset(dataset, feature_options, reporter)
+    kept = {m.meta.name for m in _compatible(config.methods, dataset, config.skip_incompatible, reporter)}
     conventions = Conventions(map_topk=protocol.map_topk, precision_ks=protocol.precision_ks,
                               radius=protocol.radius, map_ks=protocol.map_ks)
     data_tags = dataset.tags
@@ -427,11 +478,11 @@ def plan_grid(config: RunConfig, reporter: Reporter) -> Plan:
     }
     finished = set() if config.force else store.finished_keys()
     pending, skipped = [], []
-    for cls, bits, seed, params in specs:
+    for cls, mode, bits, seed, params in specs:
         if cls.meta.name not in kept:
             continue
-        key = run_key(build_method(cls, bits, params), seed, protocol, split, conventions, data_tags)
-        spec = TrialSpec(cls.meta.name, bits, seed, tuple(sorted(params.items())), key)
+        key = run_key(build_method(cls, bits, params), seed, protocol, splits[mode], conventions, data_tags)
+        spec = TrialSpec(cls.meta.name, bits, seed, tuple(sorted(params.items())), key, mode)
         if key in finished:
             skipped.append(Outcome(spec, "SKIPPED", finished[key]))
         else:
@@ -442,9 +493,10 @@ def plan_grid(config: RunConfig, reporter: Reporter) -> Plan:
                           command=config.command, base_tags=base_tags)
         parent = store.start_run(grid.name, grid.tags())
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / SPLIT_ARTIFACT
-            split.save(path)
-            parent.log_artifact(path)
+            for mode, each in splits.items():  # split.npz: the protocol's own; split-<mode>.npz: others
+                name = SPLIT_ARTIFACT if mode == protocol.train_mode else f"split-{mode}.npz"
+                each.save(Path(tmp) / name)
+                parent.log_artifact(Path(tmp) / name)
         parent.log_json(_protocol_dict(protocol), PROTOCOL_ARTIFACT)
     context = TrialContext(
         protocol=protocol, split=split, conventions=conventions, dataset=protocol.dataset,
@@ -452,6 +504,7 @@ def plan_grid(config: RunConfig, reporter: Reporter) -> Plan:
         data_options=dict(config.data_options), features=feature_options, device=config.device,
         tracking_uri=store.uri, experiment=config.experiment,
         parent_run_id=parent.run_id if parent else None, base_tags=base_tags, data_tags=data_tags,
+        splits=splits,
     )
     return Plan(context, pending, skipped, dataset=dataset, store=store, parent=parent)
 
@@ -491,6 +544,7 @@ class TrialWorker:
     def run(self, spec: TrialSpec) -> Outcome:
         """Run one trial and record it; Ctrl-C marks it KILLED and re-raises."""
         ctx = self.context
+        split = ctx.split_for(spec)
         started = time.perf_counter()
         cls = spec.method_class
         method = spec.build()
@@ -503,14 +557,15 @@ class TrialWorker:
             device_error = None
         record = TrialRecord(
             method=meta.name, protocol=ctx.protocol.name, dataset=ctx.protocol.dataset,
-            bits=spec.bits, seed=spec.seed, train_mode=ctx.split.train_mode,
+            bits=spec.bits, seed=spec.seed, train_mode=split.train_mode,
             hyper_parameters=method.get_params(), run_key=spec.run_key, title=meta.title,
-            display=meta.display_name(ctx.split.train_mode, ctx.protocol.declared_train_mode),
-            variant=meta.is_variant(ctx.split.train_mode, ctx.protocol.declared_train_mode),
+            display=meta.display_name(split.train_mode, ctx.protocol.declared_train_mode),
+            variant=meta.is_variant(split.train_mode, ctx.protocol.declared_train_mode),
+            train_mode_source="--train-mode" if ctx.protocol.train_mode_forced else "protocol",
             modalities=",".join(method.modalities),
             method_origin=registry.origin(meta.name), method_sha256=method_source_sha256(cls),
             version=ctx.base_tags[VERSION_TAG], git_sha=ctx.base_tags[GIT_SHA_TAG],
-            split_sha256=ctx.split.sha256, eval_split_sha256=ctx.split.eval_sha256,
+            split_sha256=split.sha256, eval_split_sha256=split.eval_sha256,
             eval_description=ctx.base_tags[EVAL_DESCRIPTION_TAG], device=device,
             conventions=ctx.conventions.as_tags(), data_tags=ctx.data_tags,
         )
@@ -542,7 +597,7 @@ class TrialWorker:
                  recorder: RunRecorder) -> tuple[dict[str, float], dict[str, str]]:
         ctx = self.context
         _seed_everything(spec.seed)
-        data = ctx.split.view(self.dataset, method.modalities)
+        data = ctx.split_for(spec).view(self.dataset, method.modalities)
         for modality in method.modalities:  # providers (feature extraction) run here, not in fit's time
             self.dataset.modality(modality)
         with tempfile.TemporaryDirectory(prefix="hashbench-") as scratch:
@@ -578,18 +633,19 @@ class TrialWorker:
 
     def _config_dict(self, spec: TrialSpec, method: Hasher, device: str) -> dict[str, Any]:
         ctx = self.context
+        split = ctx.split_for(spec)
         meta = dict(method.meta.__dict__)
         return {
             "run_key": spec.run_key,
             "method": {"name": spec.method, "params": method.get_params(), "meta": meta},
             "protocol": _protocol_dict(ctx.protocol),
-            "split_sha256": ctx.split.sha256,
+            "split_sha256": split.sha256,
             "seed": spec.seed,
             "device": device,
             "conventions": ctx.conventions.as_tags(),
             "hashbench_version": hashbench.__version__,
-            "sizes": {"query": len(ctx.split.query), "database": len(ctx.split.database),
-                      "train": len(ctx.split.train)},
+            "sizes": {"query": len(split.query), "database": len(split.database),
+                      "train": len(split.train)},
         }
 
 
@@ -621,7 +677,17 @@ class LocalExecutor(Executor):
             yield worker.run(spec)
 
 
-EXECUTORS: dict[str, Callable[[], Executor]] = {"local": LocalExecutor}
+EXECUTORS: dict[str, Callable[..., Executor]] = {
+    "local": LocalExecutor,  # the scale-out executors live in hashbench.executors (Ray imported there)
+    "process": lambda **options: _scale_out("ProcessExecutor", **options),
+    "ray": lambda **options: _scale_out("RayExecutor", **options),
+}
+
+
+def _scale_out(name: str, **options: Any) -> Executor:
+    from hashbench import executors
+
+    return getattr(executors, name)(**options)
 
 
 def run_grid(config: RunConfig, reporter: Reporter, executor: Executor | None = None) -> Summary:

@@ -64,6 +64,7 @@ METHOD_TITLE_TAG = "hashbench.method_title"
 METHOD_SHA_TAG = "hashbench.method_sha256"  # SHA-256 of the method's source file
 DISPLAY_NAME_TAG = "hashbench.display_name"
 VARIANT_TAG = "hashbench.variant"            # "D" for the paper's "-D" variants, else ""
+TRAIN_MODE_SOURCE_TAG = "hashbench.train_mode_source"  # "protocol" or "--train-mode"
 MODALITIES_TAG = "hashbench.modalities"
 COMMAND_TAG = "hashbench.command"
 ERROR_TAG = "hashbench.error"
@@ -109,6 +110,7 @@ class TrialRecord:
     title: str = ""
     display: str = ""
     variant: bool = False
+    train_mode_source: str = ""
     modalities: str = ""
     method_origin: str = ""
     method_sha256: str = ""
@@ -154,6 +156,7 @@ class TrialRecord:
             METHOD_TITLE_TAG: self.title,
             DISPLAY_NAME_TAG: self.display,
             VARIANT_TAG: "D" if self.variant else "",
+            TRAIN_MODE_SOURCE_TAG: self.train_mode_source,
             MODALITIES_TAG: self.modalities,
         }
 
@@ -191,6 +194,7 @@ class TrialRecord:
             title=title,
             display=t.get(DISPLAY_NAME_TAG) or (f"{title}-D" if train_mode == "full" else title),
             variant=variant,
+            train_mode_source=t.get(TRAIN_MODE_SOURCE_TAG, ""),
             modalities=t.get(MODALITIES_TAG, t.get(LEGACY_INPUT_TAG, "")),
             method_origin=t.get(METHOD_ORIGIN_TAG, ""),
             method_sha256=t.get(METHOD_SHA_TAG, ""),
