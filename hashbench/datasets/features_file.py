@@ -52,16 +52,21 @@ def labels_to_multihot(labels: np.ndarray, where: str) -> np.ndarray:
     return labels.astype(np.uint8)
 
 
-def load_features_file(root: Path | None = None, path: str | None = None) -> Dataset:
+def load_features_file(root: Path | None = None, path: str | None = None, features_key: str = "features",
+                       labels_key: str = "labels") -> Dataset:
+    """Options: ``path=FILE``; ``features_key=`` / ``labels_key=`` name the arrays when a file
+    calls them otherwise (e.g. Corel5k's ``X`` and ``y``)."""
     file = Path(path).expanduser() if path else (root or Path("data")).resolve() / "features.npz"
     arrays = _read(file)
-    missing = [k for k in ("features", "labels") if k not in arrays]
+    missing = [k for k in (features_key, labels_key) if k not in arrays]
     if missing:
-        raise DataError(f"{file}: missing array(s) {', '.join(missing)} (found: {', '.join(arrays)})")
-    feats = np.asarray(arrays["features"])
+        raise DataError(f"{file}: missing array(s) {', '.join(missing)} (found: {', '.join(arrays)}; "
+                        "name others with --data-option features_key=... labels_key=...)")
+    feats = np.asarray(arrays[features_key])
     if feats.ndim != 2 or not np.issubdtype(feats.dtype, np.number):
-        raise DataError(f"{file}: 'features' must be a numeric (n, d) array, got {feats.dtype} {feats.shape}")
-    labels = labels_to_multihot(arrays["labels"], str(file))
+        raise DataError(f"{file}: {features_key!r} must be a numeric (n, d) array, got {feats.dtype} "
+                        f"{feats.shape}")
+    labels = labels_to_multihot(arrays[labels_key], str(file))
     if len(labels) != len(feats):
         raise DataError(f"{file}: {len(feats)} feature rows but {len(labels)} label rows")
     return Dataset(
