@@ -163,6 +163,7 @@ class DeepHasher(Hasher):
     positive_fields: ClassVar[tuple[str, ...]] = ("bits", "batch_size", "learning_rate", "hidden",
                                                   "image_size")
     non_negative_fields: ClassVar[tuple[str, ...]] = ("momentum", "weight_decay", "eval_every")
+    param_rules: ClassVar[dict[str, Any]] = {"backbone": ("mlp", "cnn", "alexnet")}
 
     def validate(self) -> None:
         """Check the hyper-parameters named in ``positive_fields`` / ``non_negative_fields``

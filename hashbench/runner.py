@@ -52,6 +52,7 @@ from hashbench.datasets import Dataset
 from hashbench.datasets import load as load_dataset
 from hashbench.errors import CodeContractError, ConfigError, HashbenchError
 from hashbench.evaluation import Conventions, evaluate, pack_codes
+from hashbench.params import check_params
 from hashbench.progress import Reporter
 from hashbench.protocol import CROSS_MODAL_TASKS, Protocol, Split, materialise
 from hashbench.tracking import (
@@ -442,6 +443,7 @@ def plan_grid(config: RunConfig, reporter: Reporter) -> Plan:
              for b in config.bits for s in config.seeds]
     for cls, _, bits, _, params in specs:  # reject bad parameters before anything is recorded
         build_method(cls, bits, params)
+        check_params(cls, params, bits)
     check_device_request(config.device)
     store = Store(config.tracking_uri, config.experiment)
     dataset = load_dataset(protocol.dataset, config.data_root, **config.data_options)

@@ -391,6 +391,8 @@ class NeyshaburHasher(AsymmetricHasher):
     """
 
     _database = "linear"
+    param_rules = {"beta": "(0,1)", "conv": ">0", "max_epochs": ">=1", "block_size": ">=1", "n_pairs": ">=1",
+                   "sgd_epochs": ">=1", "sgd_batches": ">=1", "sgd_batch": ">=1"}
 
     def __init__(self, bits: int = 32, beta: float = 0.7, conv: float = 0.5,
                  max_epochs: int = 10, block_size: int = 1000, n_pairs: int = 1_000_000,

@@ -178,6 +178,10 @@ class COSDISH(TwoStepHasher):
         supervised=True,
         asymmetric=True,
     )
+    param_rules = {"n_outer": ">=1", "n_alternations": ">=1", "n_columns": ">=1", "ridge": ">=0",
+                   "tree_rounds": ">=1", "tree_depth": ">=1", "tree_learning_rate": ">0",
+                   "tree_feature_fraction": "(0,1]", "tree_pca_dims": ">=1", "extension": ("trees", "linear"),
+                   "tree_backend": ("lightgbm", "xgboost-multi")}
     conformance_params = {"tree_rounds": 10}
 
     def __init__(self, bits: int = 32, n_outer: int = 10, n_alternations: int = 3,

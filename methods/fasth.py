@@ -204,6 +204,8 @@ class FastH(Hasher):
         family="shallow",
         supervised=True,
     )
+    param_rules = {"n_rounds": ">=1", "max_depth": ">=1", "learning_rate": ">0", "infer_iters": ">=1",
+                   "max_block": ">=1", "tree_pca_dims": ">=1"}
     conformance_params = {"n_rounds": 20}
 
     def __init__(self, bits: int = 32, n_rounds: int = 200, max_depth: int = 4,

@@ -64,6 +64,7 @@ class ITQ(Hasher):
         revision=2,  # 2: n_iter + 1 Procrustes updates, as ITQ.m (revision 1 ran n_iter)
         supervised=False,
     )
+    param_rules = {"n_iter": ">=0"}
 
     def __init__(self, bits: int = 32, n_iter: int = 50) -> None:
         self.bits = bits

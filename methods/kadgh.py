@@ -186,6 +186,8 @@ class KADGH(AsymmetricHasher):
         asymmetric=True,
         multilabel=False,
     )
+    param_rules = {"n_anchors": ">=1", "sigma": ">0", "sigma_scale": ">0", "mu": ">0", "nu": ">=0",
+                   "rho": ">0", "n_iter": ">=1"}
 
     def __init__(self, bits: int = 32, n_anchors: int = 1000, sigma: float | None = None,
                  sigma_scale: float = 0.5, mu: float = 0.1, nu: float = 0.01, rho: float = 1.0,

@@ -200,6 +200,10 @@ class LFH(TwoStepHasher):
         asymmetric=True,
         revision=2,
     )
+    param_rules = {"n_iter": ">=1", "beta": ">0", "ridge": ">=0", "n_columns": ">=1",
+                   "tree_rounds": ">=1", "tree_depth": ">=1", "tree_learning_rate": ">0",
+                   "tree_feature_fraction": "(0,1]", "tree_pca_dims": ">=1", "extension": ("trees", "linear"),
+                   "tree_backend": ("lightgbm", "xgboost-multi")}
     conformance_params = {"tree_rounds": 10}
 
     def __init__(self, bits: int = 32, n_iter: int = 50, beta: float = 30.0, ridge: float = 1.0,

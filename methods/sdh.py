@@ -136,6 +136,8 @@ class SDH(AsymmetricHasher):
         supervised=True,
         asymmetric=True,
     )
+    param_rules = {"n_anchors": ">=1", "sigma": ">0", "nu": ">=0", "delta": ">=0", "lambda_g": ">=0",
+                   "n_outer": ">=1", "dcc_sweeps": ">=1"}
 
     def __init__(self, bits: int = 32, n_anchors: int = 1000, sigma: float = 0.4, nu: float = 1e-5,
                  delta: float = 1e-2, lambda_g: float = 1.0, n_outer: int = 5,
