@@ -18,6 +18,7 @@ together, they go to separate tables whose note says why. When a trial was rerun
 from __future__ import annotations
 
 import html
+import json
 import math
 from dataclasses import dataclass, field
 from importlib import resources
@@ -63,13 +64,36 @@ def collect(store: Store) -> pd.DataFrame:
             "flags": "; ".join(f"{k.split('.')[-1]}: {v}" for k, v in sorted(record.flags.items())),
             "collapsed": any(k == "collapsed" or k.endswith(".collapsed") for k in record.flags),
             "error": record.error,
+            "setting": json.dumps(record.hyper_parameters, sort_keys=True),
         }
         row.update({f"metric.{k}": v for k, v in record.metrics.items()})
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    return frame.sort_values(["protocol", "method", "bits", "seed", "start_time"]).reset_index(drop=True)
+    frame = frame.sort_values(["protocol", "method", "bits", "seed", "start_time"]).reset_index(drop=True)
+    return _label_settings(frame)
+
+
+def _label_settings(frame: pd.DataFrame) -> pd.DataFrame:
+    """Runs of one method that differ in more than the seed never share a cell: under each
+    protocol, the method's most frequent hyper-parameter setting keeps the plain name and
+    every other setting gets its own row named after what differs, e.g. ``ITQ (n_iter=5)``."""
+    for _, runs in frame.groupby(["protocol", "display"], sort=False):
+        counts = runs["setting"].value_counts()
+        if len(counts) < 2:
+            continue
+        main = sorted(counts.index, key=lambda s: (-counts[s], s))[0]
+        base = json.loads(main)
+        for setting in counts.index:
+            if setting == main:
+                continue
+            hp = json.loads(setting)
+            diff = {k: hp.get(k, "-") for k in sorted(set(hp) | set(base)) if hp.get(k) != base.get(k)}
+            label = ", ".join(f"{k}={v}" for k, v in diff.items())
+            rows = runs.index[runs["setting"] == setting]
+            frame.loc[rows, "display"] = frame.loc[rows, "display"] + f" ({label})"
+    return frame
 
 
 def latest_finished(frame: pd.DataFrame) -> pd.DataFrame:

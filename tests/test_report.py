@@ -163,3 +163,18 @@ def test_display_names_keep_training_settings_apart():
     lfh = MethodMeta(name="y", title="LFH", citation="c", family="shallow")
     assert (adsh.display_name("full"), adsh.display_name("sampled")) == ("ADSH", "ADSH (sampled)")
     assert (lfh.display_name("full"), lfh.display_name("sampled")) == ("LFH-D", "LFH")
+
+
+def test_runs_that_differ_in_a_hyper_parameter_never_share_a_cell(tmp_path):
+    """`--param itq.n_iter=5` beside the default: two rows, each averaging its own seeds."""
+    from hashbench.cli import main
+
+    uri = f"sqlite:///{tmp_path}/s.db"
+    base = ["run", "--methods", "itq", "--bits", "8", "--quiet", "--tracking-uri", uri]
+    assert main(base + ["--seeds", "0,1"]) == 0
+    assert main(base + ["--seeds", "0", "--param", "itq.n_iter=5"]) == 0
+    frame = report.collect(Store(uri))
+    (table,) = report.build_tables(frame, "map")
+    assert table.rows == ["ITQ", "ITQ (n_iter=5)"]
+    cells = {row: table.groups[0].cells[(row, 8)] for row in table.rows}
+    assert cells["ITQ"][2] == 2 and cells["ITQ (n_iter=5)"][2] == 1
