@@ -33,6 +33,7 @@ training or encoding ends. On CUDA the setting is left alone.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -44,7 +45,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from hashbench.errors import ConfigError, DataError, positive_int_env
+from hashbench.errors import ConfigError, DataError, DivergedError, positive_int_env
 
 BACKBONES = ("mlp", "cnn", "alexnet")
 SMALL_BACKBONES = ("mlp", "cnn")
@@ -118,6 +119,31 @@ class AlexNetHash(nn.Module):
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
                               align_corners=False)
         return self.model((x - self.mean) / self.std)
+
+
+class TextMLP(nn.Module):
+    """The text network of the cross-modal deep methods (DCMH, DDASH): ``d -> hidden (ReLU) ->
+    bits``, the two layers of DCMH's ``net_structure_txt.m`` (8,192 hidden units there), every
+    weight and bias drawn from ``N(0, init_std^2)`` (0.01 there; None: torch's default). The
+    input is first centred by ``center`` (the training mean: DCMH's ``normZeroMean`` of the
+    bag-of-words, without the query rows), kept as a buffer so that encoding applies the same
+    shift.
+    """
+
+    def __init__(self, in_features: int, bits: int, hidden: int = 8192, init_std: float | None = 0.01,
+                 center: np.ndarray | None = None) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden)
+        self.fc2 = nn.Linear(hidden, bits)
+        if init_std is not None:  # None: torch's default initialisation of nn.Linear (as the MLP backbone)
+            for param in self.parameters():
+                nn.init.normal_(param, 0.0, init_std)
+        shift = torch.zeros(in_features) if center is None else torch.as_tensor(
+            np.asarray(center, np.float32).reshape(-1))
+        self.register_buffer("center", shift)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.relu(self.fc1(x.flatten(1) - self.center)))
 
 
 def alexnet_weights_path() -> Path:
@@ -327,6 +353,10 @@ class StepLog:
         """Log step ``step``; the method must already give the current codes (``encode``)."""
         ctx = self.ctx
         ctx.log_metric("loss", loss, step)
+        if not math.isfinite(loss):  # a diverged run is a failure, never a result
+            name = method.meta.name
+            raise DivergedError(f"{name} diverged at step {step}: the loss is {loss}; lower the learning "
+                                f"rate (--param {name}.learning_rate=...)")
         ctx.log_metric("learning_rate", rate, step)
         elapsed = time.perf_counter() - self.start - self.eval_seconds
         ctx.log_metric("elapsed_seconds", elapsed, step)

@@ -47,6 +47,10 @@ class ConformanceError(HashbenchError, AssertionError):
     so ``python -O`` cannot skip it."""
 
 
+class DivergedError(HashbenchError):
+    """Training diverged (a non-finite loss): the trial is FAILED, not recorded as a result."""
+
+
 class NotFittedError(HashbenchError):
     """``encode`` or ``database_codes`` was called before ``fit``."""
 

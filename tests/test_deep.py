@@ -205,3 +205,17 @@ def test_image_backbone_and_errors():
     with pytest.raises(DataError):
         part = Part("train", np.arange(5), data.labels[:4], {"features": data.features})
         CentreHash(bits=8).fit(TrialData(train=part, database=part), RunContext())
+
+
+def test_a_diverged_trial_is_failed_not_recorded_as_a_result(tmp_path, capsys):
+    from hashbench.cli import main
+    from hashbench.tracking import Store
+
+    uri = f"sqlite:///{tmp_path}/s.db"
+    code = main(["run", "--methods", "dsh", "--bits", "8", "--quiet", "--tracking-uri", uri,
+                 "--param", "dsh.learning_rate=1e12", "--param", "dsh.momentum=0.99", "--param", "dsh.epochs=5"])
+    assert code == 1
+    (record,) = Store(uri).trial_records()
+    assert record.status == "FAILED" and "dsh diverged at step" in record.error
+    assert "map" not in record.metrics
+    assert "dsh diverged at step" in capsys.readouterr().err
