@@ -358,3 +358,53 @@ class SymmetricDeepHasher(DeepHasher):
         from hashbench.evaluation import evaluate
 
         return float(evaluate(codes[eval_idx], codes, labels[eval_idx], labels).metrics["map"])
+
+
+@dataclass(eq=False)
+class CrossModalDeepHasher(DeepHasher):
+    """What the cross-modal deep methods (DCMH, DDASH) share on top of :class:`DeepHasher`:
+    two networks, the image side's backbone (``backbone``: "mlp" on feature vectors, "cnn" /
+    "alexnet" on images) and a text network (:class:`~hashbench.backbones.TextMLP`, DCMH's
+    ``d -> text_hidden -> bits``, input centred on the training mean when ``text_center``,
+    weights and biases ``N(0, text_init_std^2)``, DCMH's 0.01, or torch's default with None),
+    and ``encode(inputs, modality)`` dispatching to them. The image network is built by
+    :meth:`DeepHasher.seeded_network` (kept as ``model_``), the text network by
+    :meth:`text_network` inside that block, so both draw from the seeded torch state (kept as
+    ``text_model_``)."""
+
+    text_hidden: int = 8192
+    text_center: bool = True
+    text_init_std: float | None = 0.01
+
+    positive_fields: ClassVar[tuple[str, ...]] = DeepHasher.positive_fields + ("text_hidden",)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The image side (feature vectors for the MLP, images for the CNN and AlexNet), then text."""
+        return super().modalities + ("text",)
+
+    @property
+    def image_modality(self) -> str:
+        return self.modalities[0]
+
+    def text_network(self, text: np.ndarray, device: torch.device) -> torch.nn.Module:
+        """DCMH's text network for the training text ``text`` (n, d); call it inside
+        :meth:`seeded_network` so that its initialisation is seeded."""
+        from hashbench.backbones import TextMLP
+
+        text = np.asarray(text, np.float32).reshape(len(text), -1)
+        center = text.mean(axis=0) if self.text_center else None
+        return TextMLP(text.shape[1], self.bits, self.text_hidden, init_std=self.text_init_std,
+                       center=center).to(device)
+
+    def encode(self, inputs: Any, modality: str | None = None) -> np.ndarray:  # type: ignore[override]
+        """Codes ``sign(net(x))`` of ``inputs`` in ``modality`` (the image side by default)."""
+        self._check_fitted("model_")
+        modality = modality or self.image_modality
+        if modality == "text":
+            self._check_fitted("text_model_")
+            return network_codes(self.text_model_, inputs, self.bits, "mlp", self.device_)
+        if modality != self.image_modality:
+            raise ConfigError(f"{self.meta.name}: modality must be one of "
+                              f"{', '.join(self.modalities)}, got {modality!r}")
+        return self._forward_codes(self.model_, inputs)
