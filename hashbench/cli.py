@@ -11,11 +11,12 @@ import ast
 import os
 import shlex
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
 
-from hashbench.errors import HashbenchError, UsageError
+from hashbench.errors import HashbenchError, Interrupted, UsageError
 
 # ---------------------------------------------------------------- option parsing
 
@@ -468,18 +469,37 @@ def _warning_line(message: Any, category: Any, filename: str, lineno: int,
     print(f"warning: {message}", file=sys.stderr)
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    import signal
+
+    raise Interrupted(signum, signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.showwarning = _warning_line
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # SIGTERM / SIGHUP as Ctrl-C
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            previous[sig] = signal.signal(sig, _terminate)
     try:
         return args.func(args)
     except HashbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt as exc:  # Ctrl-C: 130; SIGTERM under a scale-out executor: 143
-        print("interrupted: the running trial was marked KILLED", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # Ctrl-C: 130; SIGTERM 143, SIGHUP 129
+        killed = getattr(exc, "killed_trial", None)
+        done = (f"the running trial ({killed}) was marked KILLED" if killed
+                else "running trials were marked KILLED")
+        print(f"interrupted ({exc or 'Ctrl-C'}): {done}; rerun the same command to finish the rest",
+              file=sys.stderr)
         return getattr(exc, "exit_code", 130)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

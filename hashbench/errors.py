@@ -55,6 +55,21 @@ class NotFittedError(HashbenchError):
     """``encode`` or ``database_codes`` was called before ``fit``."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, handled like Ctrl-C: the running trial is marked KILLED and the CLI
+    exits with 128 + the signal number (143, 129)."""
+
+    def __init__(self, signum: int, name: str) -> None:
+        super().__init__(name)
+        self.signum, self.name = signum, name
+        self.exit_code = 128 + signum
+
+
+def interruption_name(exc: BaseException) -> str:
+    """What interrupted the run, for the KILLED run's error tag."""
+    return f"interrupted ({exc.name})" if isinstance(exc, Interrupted) else "interrupted (Ctrl-C)"
+
+
 def positive_int_env(name: str) -> int | None:
     """The value of environment variable ``name`` as a positive integer, None when unset."""
     import os

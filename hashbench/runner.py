@@ -50,7 +50,7 @@ from hashbench import registry
 from hashbench.api import Hasher, RunContext, TrialData, check_codes
 from hashbench.datasets import Dataset
 from hashbench.datasets import load as load_dataset
-from hashbench.errors import CodeContractError, ConfigError, HashbenchError
+from hashbench.errors import CodeContractError, ConfigError, HashbenchError, interruption_name
 from hashbench.evaluation import Conventions, evaluate, pack_codes
 from hashbench.params import check_params
 from hashbench.progress import Reporter
@@ -580,9 +580,10 @@ class TrialWorker:
             if device_error is not None:
                 raise device_error
             metrics, flags = self._execute(spec, method, device, recorder)
-        except KeyboardInterrupt:
-            recorder.set_tags({ERROR_TAG: "interrupted (Ctrl-C)"})
+        except KeyboardInterrupt as exc:
+            recorder.set_tags({ERROR_TAG: interruption_name(exc)})
             recorder.end("KILLED")
+            exc.killed_trial = spec.label  # type: ignore[attr-defined] - for the CLI's message
             raise
         except Exception as exc:  # noqa: BLE001 - a failing trial must not stop the grid
             message = _one_line(exc)
