@@ -31,10 +31,10 @@ Shared behaviour (:class:`PoolExecutor`):
   predecessor left (same run key, same parent) as FAILED with "worker lost". When the retries
   are spent the driver closes it and reports the trial FAILED. A trial that raises is FAILED
   with its traceback, as in-process, and never retried.
-* **Ctrl-C / SIGTERM.** The driver cancels every queued and running task (running ones are
+* **Ctrl-C / SIGTERM / SIGHUP.** The driver cancels every queued and running task (running ones are
   interrupted and mark their runs KILLED; whatever is still RUNNING after a grace period is
   closed KILLED by the driver), then re-raises so the parent run ends KILLED; the CLI exits
-  130 (Ctrl-C) or 143 (SIGTERM, raised as :class:`Terminated`).
+  130 (Ctrl-C), 143 (SIGTERM) or 129 (SIGHUP), as in-process.
 * **Stores.** Workers write to the store themselves. A ``sqlite:`` or ``file:`` store is fine
   for a process pool (one machine, one path); the Ray executor refuses it unless
   ``allow_local_store`` (every worker must share the path) and needs an MLflow server
@@ -58,7 +58,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-from hashbench.errors import ConfigError, UsageError
+from hashbench.errors import ConfigError, Interrupted, UsageError, interruption_name
 from hashbench.progress import Reporter
 from hashbench.runner import (
     CPUS_ENV,
@@ -81,12 +81,6 @@ LOCAL_STORE_SCHEMES = ("sqlite:", "file:")
 # modules the forkserver imports once, so that each pool process (and each replacement of a
 # lost one) starts as a fork of a process that has them: no threads are running there yet
 FORKSERVER_PRELOAD = ("hashbench.executors", "mlflow.tracking")
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM in the driver, raised like Ctrl-C so the same cleanup runs; exit status 143."""
-
-    exit_code = 143
 
 
 class WorkerLost(Exception):
@@ -375,25 +369,25 @@ class PoolExecutor(Executor):
 
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:
-        """Ctrl-C and SIGTERM raise in the driver (remembering which), restored afterwards."""
+        """Ctrl-C, SIGTERM and SIGHUP raise in the driver (remembering which: the KILLED runs'
+        reason), as the CLI handles them; the previous handlers come back afterwards."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
 
         def interrupt(signum: int, frame: Any) -> None:
-            self._reason = "interrupted (Ctrl-C)"
-            raise KeyboardInterrupt
+            exc = KeyboardInterrupt() if signum == signal.SIGINT else Interrupted(
+                signum, signal.Signals(signum).name)
+            self._reason = interruption_name(exc)
+            raise exc
 
-        def terminate(signum: int, frame: Any) -> None:
-            self._reason = "terminated (SIGTERM)"
-            raise Terminated
-
-        previous = signal.signal(signal.SIGINT, interrupt), signal.signal(signal.SIGTERM, terminate)
+        signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        previous = {sig: signal.signal(sig, interrupt) for sig in signals}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous[0])
-            signal.signal(signal.SIGTERM, previous[1])
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def execute(self, plan: Plan, reporter: Reporter) -> Iterator[Outcome]:
         if not plan.pending:  # nothing to submit: no pool, no cluster connection
@@ -429,8 +423,10 @@ class PoolExecutor(Executor):
                             queue.appendleft((spec, attempt + 1))
                         else:
                             yield self._failed(store, plan, spec, result)
-            except BaseException:  # Ctrl-C, SIGTERM, the consumer stopping, or a bug here
-                self._reason = self._reason or "cancelled (the driver stopped)"
+            except BaseException as exc:  # Ctrl-C, SIGTERM, the consumer stopping, or a bug here
+                if not self._reason:
+                    self._reason = (interruption_name(exc) if isinstance(exc, KeyboardInterrupt)
+                                    else "cancelled (the driver stopped)")
                 self._shut_down(store, plan, running)
                 raise
             finally:
@@ -633,5 +629,5 @@ def from_options(name: str, **options: Any) -> Executor:
     return EXECUTORS[name](**{k: v for k, v in options.items() if v is not None})
 
 
-__all__ = ["GridReporter", "NodeWorker", "PoolExecutor", "ProcessExecutor", "RayExecutor", "Terminated",
-           "WorkerLost", "close_open_runs", "from_options", "limit_threads"]
+__all__ = ["GridReporter", "NodeWorker", "PoolExecutor", "ProcessExecutor", "RayExecutor", "WorkerLost",
+           "close_open_runs", "from_options", "limit_threads"]

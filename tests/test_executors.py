@@ -223,5 +223,5 @@ def test_sigterm_stops_the_cli_with_143_and_kills_the_running_trial(tmp_path, na
     assert proc.returncode == 143, err
     assert out == ""  # worker output and MLflow's "View run" lines stay off the driver's stdout
     uri = f"sqlite:///{tmp_path}/results/mlflow.db"
-    assert _statuses(uri) == [(8, "KILLED", "terminated (SIGTERM)")]
+    assert _statuses(uri) == [(8, "KILLED", "interrupted (SIGTERM)")]
     assert _runs(uri, "grid")[0].info.status == "KILLED"
