@@ -489,6 +489,12 @@ def render(tables: list[Table], frame: pd.DataFrame, fmt: str = "markdown") -> s
                   "together; they are shown in separate tables below with the reason.", ""]
     for table in tables:
         parts += [one(table), ""]
+    left_out = {status: int((frame["status"] == status).sum()) for status in ("RUNNING", "KILLED")}
+    for status, n in left_out.items():
+        if n:
+            why = ("still running, or their process died without closing them (the next `hashbench run` "
+                   "of the same grid closes those)" if status == "RUNNING" else "interrupted")
+            parts.append(f"{n} {status} trial(s) left out of the tables: {why}.")
     n_failed = int((frame["status"] == "FAILED").sum())
     n_collapsed = int(((frame["status"] == "FINISHED") & frame["collapsed"]).sum())
     if n_failed:

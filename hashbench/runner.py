@@ -32,6 +32,7 @@ import inspect
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
 import tempfile
@@ -478,7 +479,7 @@ def plan_grid(config: RunConfig, reporter: Reporter) -> Plan:
         PROTOCOL_TAG: protocol.name,
         **conventions.as_tags(),
     }
-    finished = set() if config.force else store.finished_keys()
+    finished = {} if config.force else store.finished_keys()
     pending, skipped = [], []
     for cls, mode, bits, seed, params in specs:
         if cls.meta.name not in kept:
@@ -489,6 +490,10 @@ def plan_grid(config: RunConfig, reporter: Reporter) -> Plan:
             skipped.append(Outcome(spec, "SKIPPED", finished[key]))
         else:
             pending.append(spec)
+    closed = store.close_abandoned({s.run_key for s in pending})
+    if closed:
+        reporter.message(f"closed {len(closed)} RUNNING trial(s) of this grid whose process is gone "
+                         "(marked KILLED); they run again now")
     parent = None
     if pending:
         grid = GridRecord(name=f"{protocol.name}: {','.join(m.meta.name for m in config.methods)}",
@@ -569,6 +574,7 @@ class TrialWorker:
             version=ctx.base_tags[VERSION_TAG], git_sha=ctx.base_tags[GIT_SHA_TAG],
             split_sha256=split.sha256, eval_split_sha256=split.eval_sha256,
             eval_description=ctx.base_tags[EVAL_DESCRIPTION_TAG], device=device,
+            host=socket.gethostname(), pid=os.getpid(),
             conventions=ctx.conventions.as_tags(), data_tags=ctx.data_tags,
         )
         params, tags = record.to_mlflow()

@@ -30,6 +30,7 @@ import fcntl
 import json
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -65,6 +66,8 @@ METHOD_SHA_TAG = "hashbench.method_sha256"  # SHA-256 of the method's source fil
 DISPLAY_NAME_TAG = "hashbench.display_name"
 VARIANT_TAG = "hashbench.variant"            # "D" for the paper's "-D" variants, else ""
 TRAIN_MODE_SOURCE_TAG = "hashbench.train_mode_source"  # "protocol" or "--train-mode"
+HOST_TAG = "hashbench.host"                  # where the trial's process ran, and its pid:
+PID_TAG = "hashbench.pid"                    # a later run closes it if that process is gone
 MODALITIES_TAG = "hashbench.modalities"
 COMMAND_TAG = "hashbench.command"
 ERROR_TAG = "hashbench.error"
@@ -111,6 +114,8 @@ class TrialRecord:
     display: str = ""
     variant: bool = False
     train_mode_source: str = ""
+    host: str = ""
+    pid: int = 0
     modalities: str = ""
     method_origin: str = ""
     method_sha256: str = ""
@@ -157,6 +162,8 @@ class TrialRecord:
             DISPLAY_NAME_TAG: self.display,
             VARIANT_TAG: "D" if self.variant else "",
             TRAIN_MODE_SOURCE_TAG: self.train_mode_source,
+            HOST_TAG: self.host,
+            PID_TAG: str(self.pid),
             MODALITIES_TAG: self.modalities,
         }
 
@@ -195,6 +202,8 @@ class TrialRecord:
             display=t.get(DISPLAY_NAME_TAG) or (f"{title}-D" if train_mode == "full" else title),
             variant=variant,
             train_mode_source=t.get(TRAIN_MODE_SOURCE_TAG, ""),
+            host=t.get(HOST_TAG, ""),
+            pid=int(t.get(PID_TAG) or 0),
             modalities=t.get(MODALITIES_TAG, t.get(LEGACY_INPUT_TAG, "")),
             method_origin=t.get(METHOD_ORIGIN_TAG, ""),
             method_sha256=t.get(METHOD_SHA_TAG, ""),
@@ -267,6 +276,16 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         return f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
     return uri
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _sqlite_path(uri: str) -> Path | None:
@@ -357,6 +376,26 @@ class Store:
             token = page.token
             if not token:
                 return runs
+
+    def close_abandoned(self, run_keys: set[str]) -> list[str]:
+        """Close as KILLED the RUNNING trials of ``run_keys`` whose process is gone: recorded on
+        this host with a pid that no longer runs (a SIGKILL, a power cut, a lost node). Returns
+        the closed run ids. Trials of other hosts are left to their executor."""
+        host = socket.gethostname()
+        closed = []
+        for run in self.trial_runs("RUNNING"):
+            tags = run.data.tags
+            if tags.get(RUN_KEY_TAG) not in run_keys or tags.get(HOST_TAG) != host:
+                continue
+            pid = int(tags.get(PID_TAG) or 0)
+            if pid and _alive(pid):
+                continue
+            recorder = RunRecorder(self.client, run.info.run_id)
+            note = f"process {pid} on {host} is gone; closed as KILLED by a later run"
+            recorder.set_tags({ERROR_TAG: note})
+            recorder.end("KILLED")
+            closed.append(run.info.run_id)
+        return closed
 
     def trial_records(self) -> list[TrialRecord]:
         """Every trial run of the experiment as a :class:`TrialRecord`, newest first."""

@@ -46,3 +46,30 @@ def test_signal_mid_trial_kills_the_trial_and_a_rerun_completes(tmp_path, sig):
     assert rerun.returncode == 0, rerun.stderr
     statuses = sorted(r.status for r in store.trial_records())
     assert statuses == ["FINISHED", "KILLED"] and "RUNNING" not in statuses
+
+
+def test_a_run_whose_process_was_killed_9_is_closed_by_the_next_run(tmp_path):
+    uri = f"sqlite:///{tmp_path}/s.db"
+    cmd = [sys.executable, "-m", "hashbench.cli", "run", "--methods", "dpsh", "--bits", "8", "--seeds", "0",
+           "--tracking-uri", uri, "--quiet", "--param", "dpsh.epochs=400"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    store, deadline = None, time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        if (tmp_path / "s.db").exists():
+            store = store or Store(uri)
+            running = [r for r in store.trial_records() if r.status == "RUNNING"]
+            if running:
+                break
+    else:
+        proc.kill()
+        pytest.fail("the trial never started")
+    assert running[0].pid == proc.pid and running[0].host
+    proc.kill()  # SIGKILL: no handler runs, the trial stays RUNNING
+    proc.communicate(timeout=30)
+    assert [r.status for r in store.trial_records()] == ["RUNNING"]
+    rerun = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)  # same run key
+    assert rerun.returncode == 0, rerun.stderr
+    records = {r.status: r for r in store.trial_records()}
+    assert set(records) == {"KILLED", "FINISHED"}
+    assert f"process {proc.pid}" in records["KILLED"].error and "is gone" in records["KILLED"].error
