@@ -55,8 +55,18 @@ dims, 135 s -> 27 s but MAP 0.596 -> 0.574 (outside the 0.005 tolerance), hence 
 default. ``tree_backend="xgboost-multi"`` (one multi-output XGBoost ensemble for all bits) is
 offered too; on 5,000 x 128 at 48 bits it was slower than per-bit LightGBM (386 s vs 158 s).
 
-Cost: every bit touches all n^2 pairs (in row chunks, never an n x n matrix at once):
-intended for sampled training sets (the ADSH paper trains FastH on 5,000-10,500 points).
+Cost: every bit touches all n^2 pairs (never an n x n matrix): step 1 is block-wise (one
+block per class, a unary sum over all n points per block row), so time is O(n^2) per bit and
+memory O(max_block^2 + n) with the compiled kernels (``kernels="numba"``, the default,
+issue 14: pair sums from the packed earlier bits and a label-group table,
+``methods/_fasth_kernels.py``; ``"numpy"`` is the reference path, which forms block x n
+slabs, up to 2,000 x n). Measured on 10-class data at bit 24 (a busy 2-core machine):
+5,000 points, one block sweep 4.3 s -> 2.7 s (now mostly the graph cuts), one summary
+(energy, loss, data weights) 8.4 s -> 0.26 s; a bit's step 1 (2 sweeps, 2 summaries) about
+25 s -> 6 s. The graph cuts are exact either way and the tests find identical inferred bits.
+Intended for sampled training sets (the ADSH paper trains FastH on 5,000-10,500 points);
+at 59,000 points see the measurement in ``benchmarks/paper_cost.py``'s notes.
+``tree_pca_dims`` is passed to the trees (it was ignored by ``fit`` before issue 14).
 Blocks larger than ``max_block`` are split at random into pieces (still pairwise similar,
 still solved exactly) to bound the size of a graph. Needs PyMaxflow (``import maxflow``).
 """
@@ -122,14 +132,49 @@ def solve_block(unary: np.ndarray, pairwise: np.ndarray) -> np.ndarray:
 
 
 class PairProblem:
-    """The bit-r problem: coefficients ``a_ij`` from the labels and the earlier bits ``H``."""
+    """The bit-r problem: coefficients ``a_ij`` from the labels and the earlier bits ``H``.
 
-    def __init__(self, codes: np.ndarray, groups: LabelGroups, bit: int) -> None:
+    ``kernels="numba"``: unaries, block pairs and summaries by the compiled pair sums of
+    ``methods/_fasth_kernels.py`` (packed codes, no n-column slabs); ``"numpy"``: the
+    reference path below (also used when the label-group table is too large)."""
+
+    def __init__(self, codes: np.ndarray, groups: LabelGroups, bit: int,
+                 kernels: str = "numba") -> None:
         self.h = codes.astype(np.float32)  # (n, bit - 1) outputs of the earlier trees
         self.groups = groups
         self.bit = bit
         self.coef = pair_coefficients(bit)
         self.loss = hinge_loss_table(bit)
+        self.packed = None
+        table = groups.table
+        if kernels == "numba" and table is not None and table.size * (bit + 1) <= 16_000_000:
+            from ._neyshabur_kernels import pack_codes
+
+            self.words = np.zeros((len(codes), max(1, (codes.shape[1] + 63) // 64)), np.uint64)
+            pack_codes(np.ascontiguousarray(codes), self.words)
+            similar = np.asarray(table, dtype=bool)[:, :, None]
+            self.group = np.ascontiguousarray(groups.gq, dtype=np.int32)
+            self.coef_t = np.where(similar, self.coef[1], self.coef[0]).astype(np.float64)
+            self.loss_t = np.where(similar, self.loss[1], self.loss[0]).astype(np.float64)
+            self.packed = True
+
+    def unary_and_block(self, block: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(u, a[block, block])`` of the block's sub-problem (module docstring)."""
+        if self.packed is None:
+            a = self.rows(block)
+            inside = a[:, block]
+            unary = a @ z.astype(np.float32) - inside @ z[block].astype(np.float32)
+            return unary, inside
+        from ._fasth_kernels import block_pairs, block_unary
+
+        block = np.ascontiguousarray(block, dtype=np.int64)
+        in_block = np.zeros(len(z), dtype=bool)
+        in_block[block] = True
+        unary = np.empty(len(block))
+        block_unary(self.words, block, in_block, z.astype(np.float64), self.group, self.coef_t, unary)
+        inside = np.empty((len(block), len(block)))
+        block_pairs(self.words, block, self.group, self.coef_t, inside)
+        return unary, inside
 
     def distances(self, rows: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
         h_cols = self.h if cols is None else self.h[cols]
@@ -148,6 +193,15 @@ class PairProblem:
     def summary(self, z: np.ndarray) -> dict[str, Any]:
         """Energy per pair, mean r-bit loss with bit z, and data weights ``sum_j |a_ij|``."""
         n = len(z)
+        if self.packed is not None:
+            from ._fasth_kernels import pair_summary
+
+            energy_rows, loss_rows, weights = np.empty(n), np.empty(n), np.empty(n)
+            pair_summary(self.words, z.astype(np.float64), self.group, self.coef_t, self.loss_t,
+                         energy_rows, loss_rows, weights)
+            pairs = max(n * (n - 1), 1)
+            return {"energy": float(energy_rows.sum()) / pairs, "loss": float(loss_rows.sum()) / pairs,
+                    "weights": weights}
         zf = z.astype(np.float32)
         energy, loss, weights = 0.0, 0.0, np.empty(n)
         for start in range(0, n, _ROWS):
@@ -187,9 +241,7 @@ def block_graph_cut(problem: PairProblem, blocks: list[np.ndarray], z: np.ndarra
     for _ in range(sweeps):
         for b in rng.permutation(len(blocks)):
             block = blocks[b]
-            a = problem.rows(block)
-            inside = a[:, block]
-            unary = a @ z.astype(np.float32) - inside @ z[block].astype(np.float32)
+            unary, inside = problem.unary_and_block(block, z)
             z[block] = solve_block(unary, inside)
     return z
 
@@ -210,7 +262,7 @@ class FastH(Hasher):
 
     def __init__(self, bits: int = 32, n_rounds: int = 200, max_depth: int = 4,
                  learning_rate: float = 0.1, infer_iters: int = 2, max_block: int = 2000,
-                 tree_pca_dims: int | None = None) -> None:
+                 tree_pca_dims: int | None = None, kernels: str = "numba") -> None:
         self.bits = bits
         self.n_rounds = n_rounds
         self.max_depth = max_depth
@@ -218,6 +270,7 @@ class FastH(Hasher):
         self.infer_iters = infer_iters
         self.max_block = max_block
         self.tree_pca_dims = tree_pca_dims
+        self.kernels = kernels
 
     def _trees(self) -> BoostedTrees:
         """Step 2's unfitted hash function (the bits are appended with ``fit_bit``)."""
@@ -230,15 +283,16 @@ class FastH(Hasher):
         n = len(x)
         if n < 2:
             raise ConfigError("fasth needs at least two training points")
+        if self.kernels not in ("numba", "numpy"):
+            raise ConfigError(f"fasth: kernels must be 'numba' or 'numpy', got {self.kernels!r}")
         rng = ctx.rng
         groups = LabelGroups(labels, labels)
         blocks = make_blocks(labels, self.max_block, rng)
-        trees = BoostedTrees(n_rounds=self.n_rounds, max_depth=self.max_depth,
-                             learning_rate=self.learning_rate)
+        trees = self._trees()  # tree_pca_dims applies (it was ignored before)
         codes = np.empty((n, 0), dtype=np.int8)
         self.history_: list[dict[str, float]] = []
         for bit in ctx.progress(range(1, self.bits + 1), total=self.bits, desc="fasth bits"):
-            problem = PairProblem(codes, groups, bit)
+            problem = PairProblem(codes, groups, bit, self.kernels)
             z = block_graph_cut(problem, blocks, np.ones(n, dtype=np.int8), self.infer_iters, rng)
             step1 = problem.summary(z)
             weights = step1["weights"]
