@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -288,6 +289,55 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _create_sqlite_store(path: Path) -> None:
+    """Build a new SQLite store atomically: the schema is created and migrated in a file
+    beside ``path`` with the interrupt signals held back, then renamed to ``path``. A Ctrl-C
+    or SIGTERM during creation is delivered afterwards, so the store is either absent or
+    complete (never half-migrated); a leftover temporary file is removed on the next try."""
+    import signal
+
+    from mlflow.tracking import MlflowClient
+
+    tmp = path.with_name(f".{path.name}.creating")
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    main = threading.current_thread() is threading.main_thread()
+    if main:
+        signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        tmp.unlink(missing_ok=True)
+        MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments(max_results=1)  # schema + migrations
+        _dispose_engines(f"sqlite:///{tmp}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        if main:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+
+
+def _dispose_engines(uri: str) -> None:
+    """Close MLflow's cached SQLAlchemy engine of ``uri`` (its file is about to be renamed)."""
+    try:
+        from mlflow.store.db import utils as db_utils
+
+        engines = getattr(db_utils, "_engine_cache", None) or {}
+        for key in [k for k in engines if uri in str(k)]:
+            engines.pop(key).dispose()
+    except Exception:  # noqa: BLE001 - a cache layout of another MLflow version: nothing to close
+        pass
+
+
+def _store_error(uri: str, path: Path | None, exc: Exception) -> UsageError:
+    """One line for a store that cannot be opened, with the way out."""
+    text = " ".join(str(exc).split())
+    if path is not None and any(s in text for s in ("alembic", "duplicate column", "already exists")):
+        return UsageError(f"the MLflow store {path} was left half-created by an interrupted first run; "
+                          f"if it holds no runs, remove it (rm {path}) and run again")
+    if path is not None and ("file is not a database" in text or "not a database" in text):
+        return UsageError(f"{path} is not an MLflow store (not an SQLite database); "
+                          "give another --tracking-uri")
+    return UsageError(f"cannot open the MLflow store {uri}: {type(exc).__name__}: {text[:200]}")
+
+
 def _sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
 
@@ -333,8 +383,13 @@ class Store:
         if not create and path is not None and not path.exists():
             raise UsageError(f"no MLflow store at {path}; run `hashbench run` first")
         with _store_lock(self.uri):
-            self.client = MlflowClient(tracking_uri=self.uri)
-            exp = self.client.get_experiment_by_name(experiment)
+            if path is not None and create and not path.exists():
+                _create_sqlite_store(path)
+            try:
+                self.client = MlflowClient(tracking_uri=self.uri)
+                exp = self.client.get_experiment_by_name(experiment)
+            except Exception as exc:  # noqa: BLE001 - sqlalchemy/alembic raise many kinds
+                raise _store_error(self.uri, path, exc) from None
             if exp is None:
                 if not create:
                     raise UsageError(f"experiment {experiment!r} not found in {self.uri}")
