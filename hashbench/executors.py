@@ -423,11 +423,15 @@ class PoolExecutor(Executor):
                             queue.appendleft((spec, attempt + 1))
                         else:
                             yield self._failed(store, plan, spec, result)
-            except BaseException as exc:  # Ctrl-C, SIGTERM, the consumer stopping, or a bug here
+            except BaseException as exc:  # Ctrl-C, SIGTERM, the consumer stopping, or an error here
                 if not self._reason:
                     self._reason = (interruption_name(exc) if isinstance(exc, KeyboardInterrupt)
                                     else "cancelled (the driver stopped)")
                 self._shut_down(store, plan, running)
+                if plan.parent is not None and not isinstance(exc, (KeyboardInterrupt, GeneratorExit)):
+                    with contextlib.suppress(Exception):  # e.g. no cluster: the grid did not run
+                        plan.parent.set_tags({ERROR_TAG: _one_line(exc)})
+                        plan.parent.end("FAILED")
                 raise
             finally:
                 self._stop()
@@ -542,6 +546,10 @@ class RayExecutor(PoolExecutor):
         super().__init__(max_retries, allow_local_store)
         if cpus_per_trial <= 0:
             raise UsageError(f"CPUs per trial must be positive, got {cpus_per_trial}")
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:  # refused before anything is recorded
+            raise UsageError('--executor ray needs Ray: pip install "hashbench[ray]"')
         self.address = address
         self.cpus_per_trial = cpus_per_trial
         self.num_cpus = num_cpus
@@ -550,10 +558,14 @@ class RayExecutor(PoolExecutor):
     def _start(self, plan: Plan, reporter: Reporter) -> None:
         ray = import_ray()
         if not ray.is_initialized():
-            options: dict[str, Any] = {"log_to_driver": False, "include_dashboard": False}
-            if self.address is None and self.num_cpus is not None:
-                options["num_cpus"] = self.num_cpus
-            ray.init(address=self.address, **options)
+            options: dict[str, Any] = {"log_to_driver": False}  # worker output stays in their logs
+            if self.address is None:  # a local Ray for this run
+                options.update(include_dashboard=False, num_cpus=self.num_cpus)
+            try:
+                ray.init(address=self.address, **options)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise UsageError(f"cannot start or reach Ray (--ray-address {self.address or 'none'}): "
+                                 f"{' '.join(str(exc).split())[:300]}") from None
             self._owns_ray = True
         resources = ray.cluster_resources()
         # a trial goes to a GPU task only where one can run: with no GPU in the cluster a
