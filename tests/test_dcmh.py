@@ -1,0 +1,79 @@
+"""DCMH: the batch gradient against the authors' hand-written one (process_DCMH.m), the release's
+settings, symmetric database codes, learning on the bundled two-view digits, the -D name."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hashbench.methods.dcmh import e_sign, pair_batch_loss
+
+from hashbench import registry
+from hashbench.api import RunContext
+from hashbench.backbones import TextMLP
+from hashbench.conformance import sample_for
+from hashbench.evaluation import evaluate
+from hashbench.runner import run_trial_data
+
+
+def test_batch_gradient_is_the_release_formula():
+    """d loss / d G_b = 1/2 F^T (sigmoid(theta) - S_b) + 2 gamma (G_b - B_b) + 2 eta G 1 (column
+    form in the release; rows here), G 1 summed over the buffer with the fresh batch."""
+    rng = np.random.default_rng(0)
+    n, c, b, k = 12, 5, 4, 3
+    labels = torch.from_numpy((rng.random((n, k)) < 0.4).astype(np.float32))
+    Fbuf = torch.from_numpy(rng.standard_normal((n, c)))
+    Gbuf = torch.from_numpy(rng.standard_normal((n, c)))
+    B = e_sign(Fbuf + Gbuf)
+    rows = torch.tensor([1, 4, 7, 10])
+    out = torch.from_numpy(rng.standard_normal((b, c))).requires_grad_(True)
+    gamma, eta = 1.3, 0.7
+    pair_batch_loss(out, rows, Fbuf, Gbuf, B, labels, gamma, eta).backward()
+    G = Gbuf.clone()
+    G[rows] = out.detach()
+    S = ((labels @ labels.T) > 0).double()
+    theta = 0.5 * Fbuf @ G[rows].T                              # (n, b)
+    expected = (0.5 * (torch.sigmoid(theta) - S[:, rows]).T @ Fbuf
+                + 2 * gamma * (G[rows] - B[rows]) + 2 * eta * G.sum(0))
+    torch.testing.assert_close(out.grad, expected)
+
+
+def test_e_sign_keeps_zero():
+    np.testing.assert_array_equal(e_sign(torch.tensor([-2.0, 0.0, 3.0])).numpy(), [-1.0, 0.0, 1.0])
+
+
+def test_release_settings():
+    cls = registry.get("dcmh")
+    method = cls()
+    assert (method.gamma, method.eta, method.batch_size, method.epochs) == (1.0, 1.0, 128, 500)
+    assert method.momentum == 0.0 and method.weight_decay == 5e-4
+    # the release's schedule shape: logspace over 1.5 decades (-1.5 -> -3 there)
+    rates = method.learning_rates(method.epochs)
+    assert rates[0] / rates[-1] == pytest.approx(10 ** 1.5)
+    assert method.text_hidden == 8192 and method.text_init_std == 0.01
+    assert cls.meta.modalities == ("features", "text") and not cls.meta.asymmetric
+    assert cls.meta.display_name("full") == "DCMH-D" and cls(backbone="cnn").modalities == ("image", "text")
+    net = TextMLP(30, 16, hidden=8192, init_std=0.01)
+    assert net.fc1.out_features == 8192 and float(net.fc1.weight.std()) == pytest.approx(0.01, rel=0.05)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    method = registry.get("dcmh")(bits=16, epochs=40, text_hidden=512, hidden=64)
+    data = sample_for(method, full=False, n_train=1200, n_database=400, n_query=100)
+    codes, _ = run_trial_data(method, data, RunContext(seed=0))
+    return method, data, {t.name: pair for t, pair in codes.items()}
+
+
+def test_symmetric_database_codes_come_from_the_database_modality(fitted):
+    method, data, codes = fitted
+    np.testing.assert_array_equal(codes["i2t"][1], method.encode(data.database["text"], "text"))
+    np.testing.assert_array_equal(codes["t2i"][1], method.encode(data.database["features"], "features"))
+
+
+def test_learns_both_directions_on_two_view_digits(fitted):
+    method, data, codes = fitted
+    for task, (q, d) in codes.items():
+        value = evaluate(q, d, data.query.labels, data.database.labels).metrics["map"]
+        assert value > 0.2, (task, value)                       # chance is about 0.1
+    assert method.losses_[-1] < method.losses_[0]
