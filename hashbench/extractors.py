@@ -57,7 +57,6 @@ Use::
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -346,21 +345,11 @@ def extract(dataset: Any, name: str, progress: Callable[..., Iterator[Any]] | No
         return features.extract_features(view, progress=progress, log=log, **options)
     if options:
         raise UsageError(f"feature extractor {name!r} takes no options (got {', '.join(options)})")
+    from hashbench.features import read_cache, write_cache
+
     path = cache_path(dataset, name)
-    if path.is_file():
-        try:
-            feats = np.load(path, allow_pickle=False)
-        except (OSError, ValueError):
-            log(f"ignoring corrupt feature cache {path}")
-        else:
-            if feats.ndim == 2 and len(feats) == len(images) and feats.dtype == np.float32:
-                log(f"using cached {name} features {path}")
-                return feats
+    cached = read_cache(path, (len(images), None), log, f"{name} features")
+    if cached is not None:
+        return cached
     compute = hog_features if name == "hog" else pixels_pca_features
-    feats = compute(images, progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-    np.save(tmp, feats)
-    os.replace(tmp, path)
-    log(f"cached {name} features in {path}")
-    return feats
+    return write_cache(path, compute(images, progress), log, f"{name} features")

@@ -111,15 +111,9 @@ def extract_features(
     if image_size < 64:
         raise DataError(f"feature image size must be at least 64 for AlexNet, got {image_size}")
     path = cache_path(dataset, pretrained, image_size)
-    if path.is_file():
-        try:
-            feats = np.load(path, allow_pickle=False)
-        except (OSError, ValueError):
-            log(f"ignoring corrupt feature cache {path}")
-        else:
-            if feats.shape == (len(dataset), 4096):
-                log(f"using cached features {path}")
-                return feats
+    cached = read_cache(path, (len(dataset), 4096), log)
+    if cached is not None:
+        return cached
     import torch
 
     model = alexnet_fc7(pretrained).to(device)
@@ -132,12 +126,38 @@ def extract_features(
             stop = min(start + batch_size, len(images))
             batch = torch.stack([transform(images[i]) for i in range(start, stop)]).to(device)
             out[start:stop] = model(batch).float().cpu().numpy()
+    return write_cache(path, out, log)
+
+
+def read_cache(path: Path, shape: tuple[int, int | None], log: Callable[[str], None],
+               what: str = "features") -> np.ndarray | None:
+    """Cached float32 features of ``shape`` (None: any width) at ``path``, or None (absent,
+    corrupt or of another shape: then they are computed again)."""
+    if not path.is_file():
+        return None
+    try:
+        feats = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        log(f"ignoring corrupt feature cache {path}")
+        return None
+    rows, width = shape
+    if feats.ndim == 2 and len(feats) == rows and (width is None or feats.shape[1] == width) \
+            and feats.dtype == np.float32:
+        log(f"using cached {what} {path}")
+        return feats
+    return None
+
+
+def write_cache(path: Path, feats: np.ndarray, log: Callable[[str], None],
+                what: str = "features") -> np.ndarray:
+    """Save ``feats`` at ``path`` atomically (a temporary file renamed; concurrent writers of
+    the same features are harmless) and return them."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-    np.save(tmp, out)
+    np.save(tmp, feats)
     os.replace(tmp, path)
-    log(f"cached features in {path}")
-    return out
+    log(f"cached {what} in {path}")
+    return feats
 
 
 def extractor_tag(pretrained: bool, size: int = DEFAULT_SIZE) -> str:
