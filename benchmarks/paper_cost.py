@@ -7,15 +7,20 @@ evaluation on synthetic class-structured features of CIFAR-10's shape (59,000 da
 items + 1,000 queries, 4,096-d float32, 10 classes; sampled mode trains on 5,000 of the
 database, full mode on all of it), at 12 and 48 bits, one seed, under two settings:
 
-* ``before``: the methods' defaults (the reference: boosted trees on all 4,096 input
-  features, ``tree_pca_dims=None`` for LFH, COSDISH and FastH);
-* ``after``: the issue-14 speed options (``AFTER``: trees on the top 128 principal components).
+* ``before``: the reference paths (``BEFORE``): the numpy loops of Lin:Lin, Lin:V and FastH
+  (``kernels="numpy"``) and boosted trees on all 4,096 input features;
+* ``after``: the defaults after issue 14 (compiled kernels) plus ``AFTER``'s options
+  (empty unless an option passed the MAP tolerance; ``--after-params`` tries others,
+  e.g. ``lfh.tree_pca_dims=128``).
 
 Each trial runs in a fresh process (peak resident memory, ``ru_maxrss``, belongs to it).
 Multi-hour "before" trials can be cut: ``--tree-rounds R`` trains R boosting rounds instead
 of 200 and *projects* the tree time to 200 rounds (tree seconds x 200 / R, counted by a
 timer around every tree fit); projected numbers are marked ``*``. The MAP of a cut trial is
 the MAP of the cut model (marked too): compare MAPs only between uncut trials.
+
+``--epochs E`` cuts Lin:Lin / Lin:V to E epochs and projects the fit time to the reference
+maximum of 10 epochs (an upper bound: the window rule may stop earlier), marked ``*`` too.
 
 Finally it prints the projected wall time of the whole CIFAR-10 Table 1 + Table 2 shallow
 grid (4 bit lengths x 5 seeds): per method and mode, the 12- and 48-bit trial times
@@ -49,9 +54,12 @@ TABLE1 = ("itq", "linlin", "lfh", "fasth", "sdh", "cosdish", "kadgh")  # sampled
 TABLE2 = ("linv", "lfh", "sdh", "cosdish", "kadgh")  # the whole database ("-D", Lin:V)
 TREE_METHODS = {"lfh": "tree_rounds", "cosdish": "tree_rounds", "fasth": "n_rounds"}
 REFERENCE_ROUNDS = 200
-# the "after" setting: trees on 128 principal components (an option; the defaults are "before")
-AFTER = {"lfh": {"tree_pca_dims": 128}, "cosdish": {"tree_pca_dims": 128},
-         "fasth": {"tree_pca_dims": 128}}
+# "before": the reference (numpy) paths; "after": the defaults plus AFTER's options
+BEFORE = {"linlin": {"kernels": "numpy"}, "linv": {"kernels": "numpy"},
+          "fasth": {"kernels": "numpy"}}
+AFTER: dict[str, dict[str, object]] = {}
+EPOCH_METHODS = ("linlin", "linv")
+REFERENCE_EPOCHS = 10
 GRID_BITS = (12, 24, 32, 48)
 GRID_SEEDS = 5
 
@@ -108,13 +116,22 @@ def run_trial(args: argparse.Namespace) -> dict[str, object]:
     x, labels = synthetic(n_total, args.dim)
     protocol = get_protocol("adsh2018-cifar10").with_overrides(
         {"query.per_class": args.n_queries // 10, "train.per_class": args.n_train // 10}
-    ).with_train_mode(args.mode)
+    ).in_mode(args.mode)
     split = materialise(protocol, labels)
     dataset = Dataset(name="synthetic-cifar10", labels=labels, features=x)
-    params = dict(AFTER.get(args.method, {})) if args.setting == "after" else {}
+    params = dict((AFTER if args.setting == "after" else BEFORE).get(args.method, {}))
+    if args.setting == "after":
+        for item in args.after_params:
+            key, _, value = item.partition("=")
+            name, _, field = key.partition(".")
+            if name == args.method:
+                params[field] = json.loads(value)
     rounds = REFERENCE_ROUNDS
     if args.method in TREE_METHODS and args.tree_rounds:
         params[TREE_METHODS[args.method]] = rounds = args.tree_rounds
+    epochs = REFERENCE_EPOCHS
+    if args.method in EPOCH_METHODS and args.epochs:
+        params["max_epochs"] = epochs = args.epochs
     method = registry.get(args.method)(bits=args.bits, **params)
     t0 = time.perf_counter()
     query_codes, db_codes, timings = fit_and_encode(method, dataset, split, RunContext(seed=0))
@@ -123,8 +140,10 @@ def run_trial(args: argparse.Namespace) -> dict[str, object]:
     result = evaluate(query_codes, db_codes, labels[split.query], labels[split.database],
                       map_only=True)
     timings["evaluate_seconds"] = time.perf_counter() - t0
-    projected = rounds != REFERENCE_ROUNDS
-    extra = spent["seconds"] * (REFERENCE_ROUNDS / rounds - 1.0) if projected else 0.0
+    projected = rounds != REFERENCE_ROUNDS or epochs != REFERENCE_EPOCHS
+    extra = spent["seconds"] * (REFERENCE_ROUNDS / rounds - 1.0)
+    if epochs != REFERENCE_EPOCHS:
+        extra += timings["train_seconds"] * (REFERENCE_EPOCHS / epochs - 1.0)
     return {
         "method": args.method, "mode": args.mode, "bits": args.bits, "setting": args.setting,
         "params": {k: v for k, v in vars(method).items() if not k.startswith("_") and not k.endswith("_")},
@@ -134,7 +153,7 @@ def run_trial(args: argparse.Namespace) -> dict[str, object]:
         "encode_database_seconds": timings["encode_database_seconds"],
         "evaluate_seconds": timings["evaluate_seconds"],
         "trial_seconds": wall + timings["evaluate_seconds"] + extra,
-        "projected": projected, "rounds_run": rounds,
+        "projected": projected, "rounds_run": rounds, "epochs_run": epochs,
         "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "map": result.metrics["map"],
     }
@@ -178,15 +197,21 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=4096)
     parser.add_argument("--tree-rounds", type=int, default=0,
                         help="boosting rounds to run (0: the reference 200); time projected to 200")
+    parser.add_argument("--epochs", type=int, default=0,
+                        help="Lin:Lin / Lin:V epochs to run (0: up to the reference 10); fit time "
+                             "projected to 10")
+    parser.add_argument("--after-params", action="append", default=[],
+                        help="METHOD.PARAM=JSON added to the 'after' setting (repeatable)")
     parser.add_argument("--quick", action="store_true",
                         help="2,000 database items, 200 queries, 500 training points, 256 dims, "
-                             "20 tree rounds")
+                             "20 tree rounds, 2 Lin:Lin / Lin:V epochs")
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
         args.n_database, args.n_queries, args.n_train, args.dim = 2000, 200, 500, 256
         args.tree_rounds = args.tree_rounds or 20
+        args.epochs = args.epochs or 2
     if args.worker:
         args.method, args.mode, bits, args.setting = args.worker
         args.bits = int(bits)
@@ -201,7 +226,8 @@ def main() -> None:
                 cmd = [sys.executable, __file__, "--worker", method, mode, bits, setting,
                        "--n-database", str(args.n_database), "--n-queries", str(args.n_queries),
                        "--n-train", str(args.n_train), "--dim", str(args.dim),
-                       "--tree-rounds", str(args.tree_rounds)]
+                       "--tree-rounds", str(args.tree_rounds), "--epochs", str(args.epochs)]
+                cmd += [f"--after-params={item}" for item in args.after_params]
                 out = subprocess.run(cmd, capture_output=True, text=True)
                 if out.returncode:
                     print(f"{method} {mode} {bits} {setting}: FAILED\n{out.stderr[-1500:]}", flush=True)

@@ -117,7 +117,9 @@ class BoostedTrees:
       seeded draw) are held out and boosting stops once their log-loss has not improved for
       that many rounds; the model keeps the best round.
     * ``feature_fraction``: LightGBM's per-tree feature sampling (seeded); ``max_bin``: the
-      histogram bins per feature.
+      histogram bins per feature; ``bagging_fraction`` < 1: each round's tree sees that
+      fraction of the rows (LightGBM bagging, redrawn every round, seeded by the bit's seed),
+      for the "-D" fits on a whole database (issue 14; off by default).
 
     Cost is about linear in rows x features x rounds x bits: at 59,000 x 4,096 a round takes
     about a second on two cores, so the reference 200 rounds x 48 bits take hours there.
@@ -127,7 +129,8 @@ class BoostedTrees:
                  feature_fraction: float = 1.0, min_child_samples: int = 20, max_bin: int = 255,
                  n_jobs: int | None = None, pca_dims: int | None = None,
                  backend: str = "lightgbm", early_stopping_rounds: int = 0,
-                 validation_fraction: float = 0.1, device: str = "auto") -> None:
+                 validation_fraction: float = 0.1, device: str = "auto",
+                 bagging_fraction: float = 1.0) -> None:
         self.n_rounds = n_rounds
         self.max_depth = max_depth
         self.learning_rate = learning_rate
@@ -140,6 +143,7 @@ class BoostedTrees:
         self.early_stopping_rounds = early_stopping_rounds
         self.validation_fraction = validation_fraction
         self.device = device
+        self.bagging_fraction = bagging_fraction
         self.models_: list[Any] = []
         self.projection_: PrincipalProjection | None = None
         self.rounds_: list[int] = []
@@ -166,7 +170,8 @@ class BoostedTrees:
             "force_col_wise": True,
             "seed": seed,
             "verbose": -1,
-        }
+        } | ({"bagging_fraction": self.bagging_fraction, "bagging_freq": 1,
+              "bagging_seed": seed} if self.bagging_fraction < 1.0 else {})
 
     def _check(self) -> None:
         if self.backend not in TREE_BACKENDS:
@@ -174,6 +179,8 @@ class BoostedTrees:
                               f"got {self.backend!r}")
         if self.pca_dims is not None and self.pca_dims < 1:
             raise ConfigError(f"pca_dims must be positive or None, got {self.pca_dims}")
+        if not 0.0 < self.bagging_fraction <= 1.0:
+            raise ConfigError(f"bagging_fraction must be in (0, 1], got {self.bagging_fraction}")
         if self.early_stopping_rounds and not 0.0 < self.validation_fraction < 0.5:
             raise ConfigError(f"validation_fraction must be in (0, 0.5), got {self.validation_fraction}")
 

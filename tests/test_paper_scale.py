@@ -101,3 +101,15 @@ def test_multi_output_backend_refuses_per_bit_use():
         BoostedTrees(backend="xgboost-multi").fit_bit(x, codes[:, 0])
     with pytest.raises(ConfigError):
         BoostedTrees(backend="nope").fit(x, codes)
+
+
+def test_bagging_is_seeded_and_checked():
+    x, codes = _problem()
+    first = BoostedTrees(n_rounds=20, bagging_fraction=0.5).fit(x, codes, seed=4).decision_function(x)
+    again = BoostedTrees(n_rounds=20, bagging_fraction=0.5).fit(x, codes, seed=4).decision_function(x)
+    full = BoostedTrees(n_rounds=20).fit(x, codes, seed=4).decision_function(x)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, full)
+    assert np.mean(np.where(first > 0, 1, -1) == codes) > 0.9
+    with pytest.raises(ConfigError):
+        BoostedTrees(bagging_fraction=0.0).fit(x, codes)
