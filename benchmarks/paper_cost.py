@@ -175,6 +175,8 @@ def _grid_hours(rows: list[dict[str, object]], setting: str) -> float | None:
     for r in rows:
         if r["setting"] == setting:
             by_key.setdefault((r["method"], r["mode"]), {})[int(r["bits"])] = float(r["trial_seconds"])
+    if not by_key:
+        return None
     total = 0.0
     for times in by_key.values():
         if len(times) < 2:
