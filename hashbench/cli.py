@@ -481,6 +481,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.showwarning = _warning_line
+    # stdout carries results only: MLflow writes "View run ... at http://..." lines to stdout
+    # whenever a run on a tracking server ends, unless this is set (an explicit "false" wins)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     previous = {}
     if threading.current_thread() is threading.main_thread():  # SIGTERM / SIGHUP as Ctrl-C
         for sig in (signal.SIGTERM, signal.SIGHUP):
