@@ -259,30 +259,84 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unknown(option: str, given: str, known: list[str]) -> UsageError:
+    """``--metric 'mapp' is not in the store; did you mean 'map'? (recorded: ...)``."""
+    from hashbench.registry import suggest
+
+    shown = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
+    return UsageError(f"{option} {given!r} is not in the store{suggest(given, known)} "
+                      f"(recorded: {shown or 'nothing'})")
+
+
+def _filter_runs(frame: Any, args: argparse.Namespace) -> Any:
+    """Apply --dataset/--methods/--bits; a name the store does not hold is a usage error."""
+    if args.dataset:
+        wanted = [d.strip() for d in args.dataset.split(",") if d.strip()]
+        known = sorted(set(frame["dataset"]) | set(frame["protocol"]))
+        for name in wanted:
+            if name not in known:
+                raise _unknown("--dataset", name, known)
+        frame = frame[frame["dataset"].isin(wanted) | frame["protocol"].isin(wanted)]
+    if args.methods:
+        wanted = [m.strip().lower() for m in args.methods.split(",") if m.strip()]
+        known = sorted(set(frame["method"]))
+        for name in wanted:
+            if name not in known:
+                raise _unknown("--methods", name, known)
+        frame = frame[frame["method"].isin(wanted)]
+    if args.bits:
+        wanted_bits = parse_int_list(args.bits, "bits", 1)
+        known_bits = sorted(int(b) for b in frame["bits"].unique())
+        for b in wanted_bits:
+            if b not in known_bits:
+                raise UsageError(f"--bits {b}: no run of that code length in the selection "
+                                 f"(recorded: {', '.join(map(str, known_bits))})")
+        frame = frame[frame["bits"].isin(wanted_bits)]
+    return frame
+
+
+def _check_metric(frame: Any, metric: str) -> None:
+    """--metric must name a metric the selected runs recorded (``i2t.map`` style names
+    included; a cross-modal store accepts the plain name for every task)."""
+    from hashbench.tracking import metric_key
+
+    recorded = sorted({c[len("metric."):] for c in frame.columns
+                       if c.startswith("metric.") and not c.startswith("metric.curve.")
+                       and frame[c].notna().any()})
+    key = metric_key(metric)
+    if key in recorded or any(r.endswith("." + key) for r in recorded):
+        return
+    names = sorted({r.replace("_at_", "@") for r in recorded})
+    raise _unknown("--metric", metric, names)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from hashbench import report
     from hashbench.tracking import Store
 
+    if args.topk is not None and args.figure_topk is None:
+        args.figure_topk = args.topk
     store = Store(args.tracking_uri, args.experiment, create=False)
     frame = report.collect(store)
-    if not frame.empty:
-        if args.dataset:
-            wanted = {d.strip() for d in args.dataset.split(",")}
-            frame = frame[frame["dataset"].isin(wanted) | frame["protocol"].isin(wanted)]
-        if args.methods:
-            wanted = {m.strip().lower() for m in args.methods.split(",") if m.strip()}
-            frame = frame[frame["method"].isin(wanted)]
-        if args.bits:
-            frame = frame[frame["bits"].isin(parse_int_list(args.bits, "bits", 1))]
+    if frame.empty:
+        raise UsageError(f"no trials in experiment {args.experiment!r} of {store.uri}; "
+                         "run `hashbench run` first (earlier reports are kept)")
+    frame = _filter_runs(frame, args)
+    _check_metric(frame, args.metric)
     tables = report.build_tables(frame, args.metric, args.table, paper=args.paper)
+    if not tables:
+        raise UsageError("no FINISHED trial matches the filters; nothing written (earlier reports are kept)")
     print(report.render(tables, frame, "text" if args.text else "markdown"))
     out = Path(args.out) if args.out else Path.cwd() / "results"
-    figures = {}
-    if not args.no_figures and not frame.empty:
+    figures, notes = {}, []
+    if not args.no_figures:
         from hashbench import figures as figs
 
-        figures = figs.all_figures(store, frame, out / "figures", args.curve_bits, args.topk)
-    written = report.write(frame, tables, out, figures)
+        figures = figs.all_figures(store, frame, out / "figures", args.curve_bits, args.figure_topk, notes)
+    ui = store.uri.rstrip("/") if store.uri.startswith(("http://", "https://")) else None
+    written = report.write(frame, tables, out, figures, ui, store.experiment_id)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     print("wrote " + ", ".join(str(p) for p in written + list(figures.values())), file=sys.stderr)
     return 0
 
@@ -437,11 +491,11 @@ def build_parser() -> argparse.ArgumentParser:
         "report", help="tables from the MLflow store",
         description="Turn the MLflow store into the ADSH paper's tables (mean ± std over seeds "
                     "per method x dataset x bits) and figures; print the tables and write "
-                    "Markdown, LaTeX, CSV, a self-contained HTML page and PNG figures.",
+                    "Markdown, LaTeX, CSV, a self-contained HTML page and figures (PNG, PDF, SVG).",
     )
     p.add_argument("--metric", default="map",
-                   help="metric to tabulate: map, map@5000, p@100, p@5000, p_r2, tie_aware_map, "
-                        "map_best, map_worst, train_seconds, ... (default: map)")
+                   help="a metric the runs recorded: map, p@100, p@1000, p_r2, tie_aware_map, "
+                        "train_seconds, ... (default: map; an unknown name lists the recorded ones)")
     p.add_argument("--table", choices=["auto", "1", "2", "all"], default="auto",
                    help="Table 1 (sampled training sets), Table 2 (full-database '-D' runs beside "
                         "ADSH), all rows in one table, or auto (Table 1, plus Table 2 if any)")
@@ -451,8 +505,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", metavar="NAME[,NAME]", help="only runs on these datasets or protocols")
     p.add_argument("--methods", metavar="M[,M...]", help="only these methods")
     p.add_argument("--bits", metavar="B[,B...]", help="only these code lengths")
-    p.add_argument("--topk", type=int, metavar="K",
+    p.add_argument("--figure-topk", type=int, metavar="K",
                    help="K of the precision-versus-bits figure (default: 5000 when recorded)")
+    p.add_argument("--topk", type=int, metavar="K", help=argparse.SUPPRESS)  # old name of --figure-topk
     p.add_argument("--curve-bits", type=int, metavar="B",
                    help="code length of the MAP-vs-time, P@K and PR figures (default: the largest)")
     p.add_argument("--no-figures", action="store_true", help="tables only")

@@ -1,20 +1,28 @@
-"""Figures from the MLflow store (matplotlib, PNG plus the CSV of the data behind each).
+"""Figures from the MLflow store, at print size: each figure is written as vector PDF and SVG
+beside a PNG, with the CSV of the data behind it and a caption (``.txt``) that states the
+conventions.
 
 * Fig. 2 style: precision of the top K (``p@K``, K = 5000 by default when recorded) versus
-  code length; one line per method, one panel per protocol.
-* Fig. 3 style: MAP versus training time from the per-iteration curves methods log
-  (``train_map`` and ``elapsed_seconds`` at the same step, as ADSH does); methods without
-  a curve appear as one point (final MAP, ``train_seconds``).
+  code length; one line per method (mean over seeds, a band of ± one sample std), one panel
+  per protocol.
+* Fig. 3 style: MAP versus training time from the per-epoch curves methods record
+  (``train_map`` and ``elapsed_seconds`` at the same step, e.g. ADSH with
+  ``--param adsh.eval_every=1``); methods without a curve appear as one point (final MAP,
+  ``train_seconds``). Without any curve the figure is not drawn and the report says how to
+  record them.
 * Precision@K curves and precision-recall curves (Hamming radius 0..c) per method at one
   code length, from the ``curve.*`` metric histories the runner records.
 
-A method keeps its colour and marker in every figure (assigned over all methods in the
-report, in name order).
+Style: a method keeps its colour, marker and line style in every figure (assigned over all
+methods in the report, in name order). Colours are the Okabe-Ito palette (distinct for
+colour-blind readers); markers and line styles differ too, so lines survive greyscale print.
+Layout is matplotlib's constrained layout with the legend outside the axes.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,15 +30,25 @@ import pandas as pd
 from hashbench.report import latest_finished
 from hashbench.tracking import Store, metric_history, metric_key
 
+# Okabe & Ito (2008), "Color universal design": distinct under the common colour-vision deficiencies
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
 MARKERS = "osD^v<>pP*Xh"
+LINESTYLES = ("-", "--", ":", "-.")
+PANEL_SIZE = (3.4, 2.4)  # inches per panel: one panel is a column of a two-column paper, two a page
+FORMATS = ("png", "pdf", "svg")
+RC = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7,
+      "xtick.labelsize": 7, "ytick.labelsize": 7, "lines.linewidth": 1.3, "lines.markersize": 4,
+      "svg.fonttype": "none", "pdf.fonttype": 42}
 
 
-def styles(displays: list[str]) -> dict[str, dict[str, str]]:
-    import matplotlib
-
-    cmap = matplotlib.colormaps["tab10" if len(displays) <= 10 else "tab20"]
-    return {d: {"color": cmap(i % cmap.N), "marker": MARKERS[i % len(MARKERS)]}
-            for i, d in enumerate(sorted(displays))}
+def styles(displays: list[str]) -> dict[str, dict[str, Any]]:
+    """Method display name -> matplotlib line style (colour, marker, line style); the same
+    name gets the same style in every figure of a report."""
+    out = {}
+    for i, d in enumerate(sorted(displays)):
+        out[d] = {"color": PALETTE[i % len(PALETTE)], "marker": MARKERS[i % len(MARKERS)],
+                  "linestyle": LINESTYLES[(i // len(PALETTE) + i) % len(LINESTYLES)]}
+    return out
 
 
 def _figure(n_panels: int):
@@ -39,34 +57,48 @@ def _figure(n_panels: int):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = min(n_panels, 3)
+    cols = min(n_panels, 2)
     rows = int(np.ceil(n_panels / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.0 * rows), squeeze=False)
+    plt.rcParams.update(RC)  # all_figures restores the caller's settings afterwards
+    # one panel: the column width, legend below; more: the text width (two panels a row),
+    # legend on the right
+    width = PANEL_SIZE[0] if cols == 1 else 7.0
+    fig, axes = plt.subplots(rows, cols, figsize=(width, PANEL_SIZE[1] * rows + (0.5 if cols == 1 else 0)),
+                             squeeze=False, layout="constrained")
     for ax in axes.flat[n_panels:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n_panels])
 
 
-def _finish(fig, axes, path: Path, data: pd.DataFrame) -> Path:
-    """One legend below the panels (never over the data), tight layout, PNG + CSV."""
-    seen = {}
+def _finish(fig, axes, path: Path, data: pd.DataFrame, caption: str) -> Path:
+    """One compact legend outside the panels (below one panel, right of several), then PNG,
+    PDF, SVG, CSV and the caption."""
+    import matplotlib.pyplot as plt
+
+    seen: dict[str, Any] = {}
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             seen.setdefault(lab, h)
-    width, height = fig.get_size_inches()
-    longest = max((len(label) for label in seen), default=0)
-    ncol = max(1, min(len(seen), int(width / (0.55 + 0.085 * longest))))
-    rows = int(np.ceil(len(seen) / ncol)) if seen else 0
-    if seen:
-        fig.legend(list(seen.values()), list(seen.keys()), loc="lower center", ncol=ncol,
-                   frameon=False, bbox_to_anchor=(0.5, 0.0))
-    fig.tight_layout(rect=(0, min(0.45, 0.3 * rows / height), 1, 1))
-    fig.savefig(path, dpi=130)
-    import matplotlib.pyplot as plt
-
+    if seen and len(axes) == 1:
+        fig.legend(list(seen.values()), list(seen.keys()), loc="outside lower center",
+                   ncol=min(3, len(seen)), frameon=False, handlelength=2.2, columnspacing=1.0)
+    elif seen:
+        fig.legend(list(seen.values()), list(seen.keys()), loc="outside right upper",
+                   frameon=False, handlelength=2.2, borderaxespad=0.2)
+    for fmt in FORMATS:
+        fig.savefig(path.with_suffix(f".{fmt}"), dpi=200)
     plt.close(fig)
     data.to_csv(path.with_suffix(".csv"), index=False)
-    return path
+    path.with_suffix(".txt").write_text(caption + "\n", encoding="utf-8")
+    return path.with_suffix(".png")
+
+
+def _band(ax, x, mean, std, label: str, style: dict[str, Any]) -> None:
+    """A line through the means with a band of ± one sample std over seeds."""
+    ax.plot(x, mean, label=label, **style)
+    std = np.nan_to_num(np.asarray(std, dtype=float))
+    if std.any():
+        ax.fill_between(x, mean - std, mean + std, color=style["color"], alpha=0.15, linewidth=0)
 
 
 def precision_vs_bits(frame: pd.DataFrame, out: Path, topk: int | None = None) -> Path | None:
@@ -86,15 +118,17 @@ def precision_vs_bits(frame: pd.DataFrame, out: Path, topk: int | None = None) -
     for ax, protocol in zip(axes, protocols, strict=True):
         part = data[data["protocol"] == protocol]
         for display, rows in part.groupby("display"):
-            ax.errorbar(rows["bits"], rows["mean"], yerr=rows["std"].fillna(0), label=display,
-                        capsize=3, linewidth=1.5, markersize=5, **style[display])
+            _band(ax, rows["bits"].to_numpy(), rows["mean"].to_numpy(), rows["std"].to_numpy(),
+                  str(display), style[str(display)])
         ax.set_title(protocol)
         ax.set_xlabel("code length (bits)")
-        ax.set_ylabel(f"precision of the top {k}")
+        ax.set_ylabel(f"precision@{k}")
         ax.set_xticks(sorted(part["bits"].unique()))
         ax.grid(alpha=0.3)
+    caption = (f"Precision of the top {k} of the Hamming ranking (ties broken by database index) versus "
+               "code length; mean over seeds, band: ± one sample standard deviation.")
     return _finish(fig, axes, out / f"fig2_precision_top{k}.png",
-                   data.rename(columns={"mean": f"p@{k}_mean", "std": f"p@{k}_std"}))
+                   data.rename(columns={"mean": f"p@{k}_mean", "std": f"p@{k}_std"}), caption)
 
 
 def _histories(store: Store, runs: pd.DataFrame, names: list[str]) -> pd.DataFrame:
@@ -108,40 +142,57 @@ def _histories(store: Store, runs: pd.DataFrame, names: list[str]) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
+FIG3_MISSING = ("MAP versus training time (Fig. 3) was not drawn: no run at {bits} bits recorded "
+                "per-epoch MAP curves. Rerun the deep methods with e.g. --param adsh.eval_every=1 "
+                "(and --force), then report again.")
+
+
 def map_vs_time(store: Store, frame: pd.DataFrame, out: Path, bits: int) -> Path | None:
-    """Fig. 3 style at one code length."""
+    """Fig. 3 style at one code length; None (and a note from :func:`notes`) without curves."""
     done = latest_finished(frame)
     done = done[done["bits"] == bits]
     if done.empty:
         return None
     curves = _histories(store, done, ["train_map", "elapsed_seconds"])
+    if curves.empty:
+        return None
     protocols = sorted(done["protocol"].unique())
     style = styles(list(frame["display"].unique()))
     fig, axes = _figure(len(protocols))
     data = []
     for ax, protocol in zip(axes, protocols, strict=True):
         runs = done[done["protocol"] == protocol]
+        c = curves[curves["protocol"] == protocol]
+        longest = max([c["elapsed_seconds"].max()] if not c.empty else [1e-3])
+        floor = longest / 1e3  # three decades: faster single points sit on the left edge
         for display, method_runs in runs.groupby("display"):
-            c = curves[(curves["protocol"] == protocol) & (curves["display"] == display)] \
-                if not curves.empty else curves
-            if not c.empty:
-                mean = c.groupby("step")[["elapsed_seconds", "train_map"]].mean().reset_index()
-                ax.plot(mean["elapsed_seconds"], mean["train_map"], label=display, linewidth=1.5,
-                        markersize=4, **style[display])
-                data.append(mean.assign(protocol=protocol, display=display, kind="curve"))
+            mine = c[c["display"] == display]
+            if not mine.empty:
+                stats = mine.groupby("step")[["elapsed_seconds", "train_map"]].agg(["mean", "std"])
+                x = stats[("elapsed_seconds", "mean")].to_numpy()
+                _band(ax, x, stats[("train_map", "mean")].to_numpy(), stats[("train_map", "std")].to_numpy(),
+                      str(display), {**style[str(display)], "markevery": max(1, len(x) // 8)})
+                flat = stats.copy()
+                flat.columns = [f"{a}_{b}" for a, b in stats.columns]
+                data.append(flat.reset_index().assign(protocol=protocol, display=display, kind="curve"))
             elif "metric.train_seconds" in method_runs and "metric.map" in method_runs:
                 x, y = method_runs["metric.train_seconds"].mean(), method_runs["metric.map"].mean()
-                ax.plot([x], [y], linestyle="none", label=display, markersize=7, **style[display])
-                data.append(pd.DataFrame({"elapsed_seconds": [x], "train_map": [y], "step": [-1],
-                                          "protocol": [protocol], "display": [display],
-                                          "kind": ["final"]}))
+                ax.plot([max(x, floor)], [y], label=f"{display} (final)",
+                        **{**style[str(display)], "linestyle": "none"})
+                data.append(pd.DataFrame({"elapsed_seconds_mean": [x], "train_map_mean": [y],
+                                          "protocol": [protocol], "display": [display], "kind": ["final"]}))
         ax.set_xscale("log")
+        ax.set_xlim(left=floor)
         ax.set_title(f"{protocol}, {bits} bits")
         ax.set_xlabel("training time (s, log scale)")
         ax.set_ylabel("MAP")
         ax.grid(alpha=0.3)
+    caption = (f"MAP versus training time at {bits} bits: per-epoch MAP curves (training time only, "
+               "evaluation excluded; mean over seeds, band ± one sample std); methods without a curve "
+               "are one point at their final MAP and training time; points faster than a thousandth of "
+               "the longest curve sit on the left edge.")
     table = pd.concat(data) if data else pd.DataFrame()
-    return _finish(fig, axes, out / f"fig3_map_vs_time_{bits}bits.png", table)
+    return _finish(fig, axes, out / f"fig3_map_vs_time_{bits}bits.png", table, caption)
 
 
 def curves(store: Store, frame: pd.DataFrame, out: Path, bits: int) -> list[Path]:
@@ -154,12 +205,17 @@ def curves(store: Store, frame: pd.DataFrame, out: Path, bits: int) -> list[Path
     protocols = sorted(done["protocol"].unique())
     written = []
     specs = [
-        ("precision_at_k", ["curve.precision_at_k.precision"], "K (top-K retrieved)", "precision@K",
-         f"precision_at_k_{bits}bits.png"),
+        ("precision_at_k", ["curve.precision_at_k.precision"], "K (number of items retrieved)",
+         "precision@K", f"precision_at_k_{bits}bits.png",
+         f"Precision of the top K items of the Hamming ranking versus K at {bits} bits (ties broken by "
+         "database index); mean over seeds."),
         ("pr_curve", ["curve.pr_curve.precision", "curve.pr_curve.recall"], "recall", "precision",
-         f"pr_curve_{bits}bits.png"),
+         f"pr_curve_{bits}bits.png",
+         f"Precision-recall over Hamming radii 0..{bits} at {bits} bits, mean over queries and seeds. "
+         "A query whose Hamming ball is empty counts precision 0 at that radius (the ADSH authors' "
+         "convention), so curves of methods with sparse codes start low at small radii."),
     ]
-    for name, metrics, xlabel, ylabel, filename in specs:
+    for name, metrics, xlabel, ylabel, filename, caption in specs:
         hist = _histories(store, done, metrics)
         if hist.empty:
             continue
@@ -169,24 +225,35 @@ def curves(store: Store, frame: pd.DataFrame, out: Path, bits: int) -> list[Path
             part = hist[hist["protocol"] == protocol]
             for display, rows in part.groupby("display"):
                 mean = rows.groupby("step")[metrics].mean().reset_index()
+                st = {**style[str(display)], "markevery": max(1, len(mean) // 8)}
                 if name == "precision_at_k":
-                    ax.plot(mean["step"], mean[metrics[0]], label=display, linewidth=1.5,
-                            markevery=max(1, len(mean) // 8), markersize=4, **style[display])
+                    ax.plot(mean["step"], mean[metrics[0]], label=display, **st)
                 else:
-                    ax.plot(mean[metrics[1]], mean[metrics[0]], label=display, linewidth=1.5,
-                            markersize=4, **style[display])
-                data.append(mean.assign(protocol=protocol, display=display))
+                    ax.plot(mean[metrics[1]], mean[metrics[0]], label=display, **st)
+                data.append(mean.rename(columns={"step": "k" if name == "precision_at_k" else "radius"})
+                            .assign(protocol=protocol, display=display))
+            if name == "precision_at_k":
+                ax.set_xscale("log")
             ax.set_title(f"{protocol}, {bits} bits")
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
-        written.append(_finish(fig, axes, out / filename, pd.concat(data)))
+        written.append(_finish(fig, axes, out / filename, pd.concat(data), caption))
     return written
 
 
 def all_figures(store: Store, frame: pd.DataFrame, out: Path, bits: int | None = None,
-                topk: int | None = None) -> dict[str, Path]:
-    """Every figure the store supports; keys are the titles used in the HTML page."""
+                topk: int | None = None, notes: list[str] | None = None) -> dict[str, Path]:
+    """Every figure the store supports; keys are the titles used in the HTML page. Figures
+    that cannot be drawn add a line to ``notes`` saying why and how to get them."""
+    import matplotlib
+
+    with matplotlib.rc_context():  # the print-size settings of _figure do not leak out
+        return _all_figures(store, frame, out, bits, topk, notes)
+
+
+def _all_figures(store: Store, frame: pd.DataFrame, out: Path, bits: int | None,
+                 topk: int | None, notes: list[str] | None) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     done = latest_finished(frame)
     if done.empty:
@@ -200,6 +267,8 @@ def all_figures(store: Store, frame: pd.DataFrame, out: Path, bits: int | None =
     fig3 = map_vs_time(store, frame, out, bits)
     if fig3 is not None:
         figures[f"MAP versus training time at {bits} bits (Fig. 3 style)"] = fig3
+    elif notes is not None:
+        notes.append(FIG3_MISSING.format(bits=bits))
     for path in curves(store, frame, out, bits):
         title = "Precision@K" if path.name.startswith("precision") else "Precision-recall over Hamming radii"
         figures[f"{title} at {bits} bits"] = path

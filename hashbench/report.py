@@ -20,9 +20,11 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -30,7 +32,20 @@ from hashbench.tracking import CONVENTION_PREFIX, Store, metric_key
 
 LOWER_IS_BETTER_SUFFIX = "seconds"
 
-Cell = tuple[float, float, int, str]  # mean, std, n seeds, notes
+SIGNIFICANCE_LEVEL = 0.05
+
+
+class Cell(NamedTuple):
+    """One table cell: the mean and sample standard deviation (ddof=1; NaN for one seed) of a
+    metric over seeds, the number of seeds, notes (collapsed / failed runs), the per-seed
+    values behind it and the MLflow run ids they came from."""
+
+    mean: float
+    std: float
+    n: int
+    notes: str
+    values: tuple[float, ...] = ()
+    run_ids: tuple[str, ...] = ()
 
 
 def collect(store: Store) -> pd.DataFrame:
@@ -142,18 +157,56 @@ class Table:
         pick = max if self.higher_is_better else min
         return pick(values, key=values.__getitem__)
 
+    def mark(self, group: Group, bits: int, row: str) -> str:
+        """``"best"`` for the best mean of the column, ``"tie"`` for a cell not significantly
+        worse than it (:func:`not_significantly_worse`), else ``""``."""
+        best = self.best(group, bits)
+        if best is None or (row, bits) not in group.cells:
+            return ""
+        if row == best:
+            return "best"
+        worse = not_significantly_worse(group.cells[(best, bits)], group.cells[(row, bits)],
+                                        self.higher_is_better)
+        return "tie" if worse else ""
+
+
+def not_significantly_worse(best: Cell, other: Cell, higher_is_better: bool = True,
+                            alpha: float = SIGNIFICANCE_LEVEL) -> bool:
+    """Whether ``other`` is not significantly worse than ``best``: a one-sided Welch's t-test
+    over the seeds (unequal variances), H1 = best's mean is better, at level ``alpha``.
+
+    t = (m_b - m_o) / sqrt(s_b^2/n_b + s_o^2/n_o) with sample variances s^2 and the
+    Welch-Satterthwaite degrees of freedom. Cells with fewer than two seeds are never marked
+    (there is no spread to test against); two zero-spread cells tie only when equal."""
+    if best.n < 2 or other.n < 2 or math.isnan(other.mean):
+        return False
+    scale = 1e-9 * max(1.0, abs(best.mean))
+    if best.std <= scale and other.std <= scale:  # no spread (deterministic methods)
+        return abs(best.mean - other.mean) <= scale
+    import warnings
+
+    from scipy import stats
+
+    with warnings.catch_warnings():  # near-identical seeds: scipy warns, the test still holds
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = stats.ttest_ind(best.values, other.values, equal_var=False,
+                                 alternative="greater" if higher_is_better else "less")
+    return bool(result.pvalue >= alpha)
+
 
 def _cell(runs: pd.DataFrame, failed: pd.DataFrame, column: str) -> Cell:
-    values = runs[column].dropna() if column in runs else pd.Series(dtype=float)
+    present = runs[runs[column].notna()] if column in runs else runs.iloc[:0]
+    values = present[column].astype(float) if column in runs else pd.Series(dtype=float)
     mean = float(values.mean()) if len(values) else math.nan
-    std = float(values.std(ddof=0)) if len(values) else math.nan
+    std = float(values.std(ddof=1)) if len(values) > 1 else math.nan  # sample std over seeds
     notes = []
     collapsed = int(runs["collapsed"].sum())
     if collapsed:
         notes.append(f"{collapsed} collapsed")
     if len(failed):
         notes.append(f"{len(failed)} failed")
-    return mean, std, len(values), ", ".join(notes)
+    return Cell(mean, std, len(values), ", ".join(notes), tuple(values.tolist()),
+                tuple(present["run_id"].tolist()))
 
 
 def _groups(frame: pd.DataFrame, metric: str) -> list[Group]:
@@ -334,17 +387,92 @@ def _paper_values(frame: pd.DataFrame,
 
 # ---------------------------------------------------------------- formats
 
+METRIC_TITLES = {
+    "map": "MAP", "tie_aware_map": "tie-aware MAP", "map_best": "MAP (best tie order)",
+    "map_worst": "MAP (worst tie order)", "train_seconds": "training time (s)",
+}
 
-def _fmt(cell: Cell | None, best: bool = False, style: str = "markdown") -> str:
-    """``mean ± std (n)``, emphasised when best (bold in Markdown, * in text), then flags."""
+
+def metric_title(metric: str) -> str:
+    """A caption-ready name: ``map@5000`` -> ``MAP@5000``, ``p@100`` -> ``precision@100``,
+    ``p_r2`` -> ``precision within Hamming radius 2``, ``i2t.map`` -> ``I→T MAP``."""
+    task, dot, name = metric.rpartition(".")
+    if task in TASK_TITLES:
+        return f"{TASK_TITLES[task]} {metric_title(name)}"
+    name = metric.replace("_at_", "@")
+    if name in METRIC_TITLES:
+        return METRIC_TITLES[name]
+    if name.startswith("map@"):
+        return "MAP@" + name[4:]
+    if name.startswith("p@"):
+        return "precision@" + name[2:]
+    if name.startswith("p_r") and name[3:].isdigit():
+        return f"precision within Hamming radius {name[3:]}"
+    if name.startswith("r_r") and name[3:].isdigit():
+        return f"recall within Hamming radius {name[3:]}"
+    return name.replace("_", " ")
+
+
+def _cells_of(table: Table) -> list[Cell]:
+    return [c for g in table.groups for (row, _), c in g.cells.items() if row in table.rows]
+
+
+def seeds_phrase(table: Table) -> str:
+    """``3 seeds``, or ``1-3 seeds per cell`` when cells differ in their number of seeds."""
+    counts = sorted({c.n for c in _cells_of(table) if c.n})
+    if not counts:
+        return "0 seeds"
+    if len(counts) == 1:
+        return f"{counts[0]} seed" + ("s" if counts[0] != 1 else "")
+    return f"{counts[0]}–{counts[-1]} seeds per cell"
+
+
+def has_paper_values(table: Table) -> bool:
+    return any((row, g.protocol, b) in table.paper for row in table.rows for g in table.groups
+               for b in g.bits)
+
+
+def caption(table: Table, best: str = "bold", tie: str = "underlined") -> str:
+    """What a paper can keep: metric, datasets, conventions, what a cell is, what the marks mean.
+    Provenance (versions, git and split hashes) is in :func:`provenance`, not here."""
+    labels = ", ".join(g.label for g in table.groups)
+    parts = [f"{metric_title(table.metric)} on {labels}: mean ± sample standard deviation over "
+             f"{seeds_phrase(table)}."]
+    parts += sorted({g.description for g in table.groups if g.description})
+    direction = "lowest" if not table.higher_is_better else "highest"
+    parts.append(f"{best.capitalize()}: the {direction} mean of each column; {tie}: not significantly "
+                 f"worse than it (one-sided Welch's t-test over seeds, p ≥ {SIGNIFICANCE_LEVEL}; "
+                 "cells with one seed are not tested).")
+    if table.note and (has_paper_values(table) or not table.note.startswith("In parentheses")):
+        parts.append(table.note)
+    elif has_paper_values(table):
+        parts.append("Paper: the ADSH paper's published value (Jiang & Li, AAAI 2018).")
+    return " ".join(parts)
+
+
+def provenance(table: Table) -> list[str]:
+    """One line per column group: hashbench version, git commit, evaluation split, device."""
+    return [f"{g.label}: " + ", ".join(f"{k} {v}" for k, v in g.provenance.items())
+            for g in table.groups]
+
+
+def _number(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.4f}"
+
+
+def _fmt(cell: Cell | None, mark: str = "", style: str = "markdown") -> str:
+    """``mean ± std (n)``; Markdown: best bold, ties underlined; text: best ``*``, ties ``~``."""
     if cell is None:
         return "-"
-    mean, std, n, notes = cell
-    text = "n/a" if math.isnan(mean) else f"{mean:.4f} ± {std:.4f} ({n})"
-    if best:
-        text = f"**{text}**" if style == "markdown" else f"{text}*"
-    if notes:
-        text += f" ⚠ {notes}" if style == "markdown" else f" [{notes}]"
+    text = _number(cell.mean)
+    if not math.isnan(cell.mean):
+        text += ("" if math.isnan(cell.std) else f" ± {cell.std:.4f}") + f" ({cell.n})"
+    if style == "markdown":
+        text = {"best": f"**{text}**", "tie": f"<u>{text}</u>"}.get(mark, text)
+    elif style == "text":
+        text += {"best": "*", "tie": "~"}.get(mark, "")
+    if cell.notes:
+        text += f" ⚠ {cell.notes}" if style == "markdown" else f" [{cell.notes}]"
     return text
 
 
@@ -356,123 +484,173 @@ def _paper_suffix(table: Table, row: str, group: Group, bits: int, cell: Cell | 
     return f" (paper {value:.4f}{diff})"
 
 
-def caption(table: Table) -> str:
-    parts = [f"{table.metric}: mean ± std over seeds, (n) = number of seeds; best per column in bold."]
-    descriptions = sorted({g.description for g in table.groups if g.description})
-    parts += descriptions
-    for g in table.groups:
-        parts.append(f"{g.label}: " + ", ".join(f"{k} {v}" for k, v in g.provenance.items()) + ".")
-    if table.note:
-        parts.append(table.note)
-    return " ".join(parts)
+def _header(table: Table, sep: str = " ") -> list[str]:
+    return [f"{g.label}{sep}{b}" if len(table.groups) > 1 else f"{b} bits"
+            for g in table.groups for b in g.bits]
 
 
 def to_markdown(table: Table) -> str:
-    header = ["method"] + [f"{g.label} {b}" if len(table.groups) > 1 else f"{b} bits"
-                           for g in table.groups for b in g.bits]
-    lines = [f"### {table.title}: {table.metric}", "", caption(table), "",
+    header = ["method"] + _header(table)
+    lines = [f"### {table.title}: {metric_title(table.metric)}", "", caption(table), "",
              "| " + " | ".join(header) + " |",
-             "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+             "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
     for row in table.rows:
         cells = [row]
         for g in table.groups:
             for b in g.bits:
                 cell = g.cells.get((row, b))
-                cells.append(_fmt(cell, table.best(g, b) == row) + _paper_suffix(table, row, g, b, cell))
+                cells.append(_fmt(cell, table.mark(g, b, row)) + _paper_suffix(table, row, g, b, cell))
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Provenance: " + "; ".join(provenance(table)) + "."]
     return "\n".join(lines)
 
 
 def to_text(table: Table) -> str:
-    """Fixed-width text for terminals; the best cell per column is marked with *."""
-    header = ["method"] + [f"{g.label}/{b}" for g in table.groups for b in g.bits]
+    """Fixed-width text for terminals; best ``*``, not significantly worse ``~``."""
+    header = ["method"] + _header(table, "/")
     body = []
     for row in table.rows:
         cells = [row]
         for g in table.groups:
             for b in g.bits:
                 cell = g.cells.get((row, b))
-                cells.append(_fmt(cell, table.best(g, b) == row, "text")
+                cells.append(_fmt(cell, table.mark(g, b, row), "text")
                              + _paper_suffix(table, row, g, b, cell))
         body.append(cells)
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
     fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
-    lines = [f"{table.title}: {table.metric}", fmt.format(*header), fmt.format(*["-" * w for w in widths])]
+    lines = [f"{table.title}: {metric_title(table.metric)}", fmt.format(*header),
+             fmt.format(*["-" * w for w in widths])]
     lines += [fmt.format(*r) for r in body]
-    lines.append(caption(table))
+    lines.append(caption(table, best="*", tie="~"))
+    lines.append("Provenance: " + "; ".join(provenance(table)) + ".")
     return "\n".join(lines)
 
 
-def _latex_escape(text: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"),
-                 ("#", r"\#"), ("$", r"\$"), ("{", r"\{"), ("}", r"\}")):
-        text = text.replace(a, b)
-    return (text.replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("⚠", r"$\dagger$")
-            .replace("→", r"$\to$"))
+_LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                   "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                   "^": r"\textasciicircum{}", "±": r"$\pm$", "→": r"$\to$", "≥": r"$\geq$",
+                   "Δ": r"$\Delta$", "–": "--"}
+_LATEX_PATTERN = re.compile("|".join(re.escape(k) for k in _LATEX_SPECIALS))
+
+
+def latex_escape(text: str) -> str:
+    """Free text (captions) for LaTeX, in one pass so nothing is escaped twice; table labels
+    go through pandas' Styler escaping."""
+    return _LATEX_PATTERN.sub(lambda m: _LATEX_SPECIALS[m.group(0)], text)
+
+
+def latex_label(table: Table) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", f"{table.title} {table.metric}".lower()).strip("-")
+    groups = re.sub(r"[^a-z0-9]+", "-", "-".join(g.protocol for g in table.groups).lower()).strip("-")
+    return f"tab:hashbench-{slug}" + (f"-{groups}" if table.title.startswith("Kept apart") else "")
+
+
+def _latex_cell(cell: Cell | None, common_n: int | None) -> str:
+    if cell is None:
+        return "--"
+    if math.isnan(cell.mean):
+        return "n/a"
+    text = f"{cell.mean:.4f}"
+    if not math.isnan(cell.std):
+        text += rf"\,{{\scriptsize$\pm${cell.std:.4f}}}"
+    if common_n is None or cell.n != common_n:
+        text += rf"\,{{\scriptsize($n$={cell.n})}}"
+    if cell.notes:
+        text += r"$^\dagger$"
+    return text
 
 
 def to_latex(table: Table) -> str:
-    """A booktabs table: one column group per protocol."""
-    n_cols = sum(len(g.bits) for g in table.groups)
-    lines = [r"\begin{table}[t]", r"\centering", r"\small",
-             r"\begin{tabular}{l" + "r" * n_cols + "}", r"\toprule"]
-    lines.append(" & " + " & ".join(rf"\multicolumn{{{len(g.bits)}}}{{c}}{{{_latex_escape(g.label)}}}"
-                                    for g in table.groups) + r" \\")
-    start = 2
-    rules = []
-    for g in table.groups:
-        rules.append(rf"\cmidrule(lr){{{start}-{start + len(g.bits) - 1}}}")
-        start += len(g.bits)
-    lines.append(" ".join(rules))
-    lines.append("Method & " + " & ".join(f"{b} bits" for g in table.groups for b in g.bits) + r" \\")
-    lines.append(r"\midrule")
+    """A booktabs table through pandas' Styler: caption above (metric, conventions, what a
+    cell is, the significance test), ``\\label{tab:...}``, bold best and underlined ties,
+    shrunk to the column (or text) width only when wider; provenance in comment lines.
+    Needs ``\\usepackage{booktabs,graphicx}``."""
+    counts = {c.n for c in _cells_of(table)}
+    common_n = counts.pop() if len(counts) == 1 else None
+    columns = pd.MultiIndex.from_tuples([(g.label, f"{b} bits") for g in table.groups for b in g.bits])
+    rows, index, marks = [], [], []
     for row in table.rows:
-        cells = [_latex_escape(row)]
-        for g in table.groups:
-            for b in g.bits:
-                cell = g.cells.get((row, b))
-                text = "--" if cell is None else (
-                    "n/a" if math.isnan(cell[0]) else f"{cell[0]:.4f} $\\pm$ {cell[1]:.4f}")
-                if cell is not None and table.best(g, b) == row:
-                    text = rf"\textbf{{{text}}}"
-                if cell is not None and cell[3]:
-                    text += r"$^\dagger$"
-                value = table.paper.get((row, g.protocol, b))
-                if value is not None:
-                    text += f" ({value:.4f})"
-                cells.append(text)
-        lines.append(" & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}",
-              rf"\caption{{{table.title}: {_latex_escape(caption(table))}"
-              + (r" $\dagger$: collapsed or failed runs." if any(
-                  c[3] for g in table.groups for c in g.cells.values()) else "")
-              + (" In parentheses: the ADSH paper's value." if table.paper and table.title != "Cross-modal"
-                 else "") + "}",
-              r"\end{table}"]
+        rows.append([_latex_cell(g.cells.get((row, b)), common_n) for g in table.groups for b in g.bits])
+        marks.append([{"best": "textbf:--rwrap;", "tie": "underline:--rwrap;"}.get(
+            table.mark(g, b, row), "") for g in table.groups for b in g.bits])
+        index.append(row)
+        paper = [table.paper.get((row, g.protocol, b)) for g in table.groups for b in g.bits]
+        if any(v is not None for v in paper):
+            rows.append(["" if v is None else f"({v:.4f})" for v in paper])
+            marks.append([""] * len(paper))
+            index.append(f"{row} (paper)")
+    frame = pd.DataFrame(rows, index=index, columns=columns)
+    style_frame = pd.DataFrame(marks, index=frame.index, columns=columns)
+    styler = (frame.style.format_index(escape="latex", axis=0).format_index(escape="latex", axis=1)
+              .apply(lambda _: style_frame, axis=None))
+    tabular = styler.to_latex(column_format="l" + "r" * len(columns), hrules=True, multicol_align="c")
+    tabular = _cmidrules(tabular, table)
+    wide = len(columns) > 4
+    env, width = ("table*", r"\textwidth") if wide else ("table", r"\columnwidth")
+    notes = caption(table)
+    if any(c.notes for c in _cells_of(table)):
+        notes += " † collapsed or failed runs in the cell (see runs.csv)."
+    if common_n is None:
+        notes += " n: the number of seeds where it differs."
+    lines = ["% " + line for line in provenance(table)]
+    lines += [rf"\begin{{{env}}}[t]", r"\centering", rf"\caption{{{latex_escape(notes)}}}",
+              rf"\label{{{latex_label(table)}}}", r"\smallskip",
+              rf"\resizebox{{\ifdim\width>{width}{width}\else\width\fi}}{{!}}{{%",
+              tabular.rstrip() + "%", "}", rf"\end{{{env}}}"]
     return "\n".join(lines)
 
 
-def to_html_table(table: Table) -> str:
-    head = ["<tr><th rowspan=2>method</th>" + "".join(
-        f"<th colspan={len(g.bits)}>{html.escape(g.label)}</th>" for g in table.groups) + "</tr>",
-        "<tr>" + "".join(f"<th>{b} bits</th>" for g in table.groups for b in g.bits) + "</tr>"]
-    body = []
+def _cmidrules(tabular: str, table: Table) -> str:
+    """A \\cmidrule under each column group's name (Styler writes the \\multicolumn header)."""
+    lines = tabular.splitlines()
+    for i, line in enumerate(lines):
+        if r"\multicolumn" in line:
+            start, rules = 2, []
+            for g in table.groups:
+                rules.append(rf"\cmidrule(lr){{{start}-{start + len(g.bits) - 1}}}")
+                start += len(g.bits)
+            lines.insert(i + 1, " ".join(rules))
+            break
+    return "\n".join(lines) + "\n"
+
+
+def _run_links(cell: Cell, ui: str | None, experiment_id: str | None) -> str | None:
+    """The MLflow UI page of a cell's runs (one run, or the compare view of its seeds)."""
+    if not ui or not experiment_id or not cell.run_ids:
+        return None
+    if len(cell.run_ids) == 1:
+        return f"{ui}/#/experiments/{experiment_id}/runs/{cell.run_ids[0]}"
+    runs = json.dumps(list(cell.run_ids), separators=(",", ":"))
+    return f"{ui}/#/compare-runs?runs={runs}&experiments=[\"{experiment_id}\"]"
+
+
+def to_html_table(table: Table, ui: str | None = None, experiment_id: str | None = None) -> str:
+    """pandas' Styler HTML (escaped), best bold and ties underlined, sortable by column, each
+    cell linking to its MLflow runs when the store has a UI address."""
+    columns = pd.MultiIndex.from_tuples([(g.label, f"{b} bits") for g in table.groups for b in g.bits])
+    rows, classes = [], []
     for row in table.rows:
-        cells = [f"<th>{html.escape(row)}</th>"]
+        values, marks = [], []
         for g in table.groups:
             for b in g.bits:
                 cell = g.cells.get((row, b))
                 text = html.escape(_fmt(cell, style="html") + _paper_suffix(table, row, g, b, cell))
-                cls = []
-                if cell is not None and table.best(g, b) == row:
-                    cls.append("best")
-                if cell is not None and cell[3]:
-                    cls.append("flag")
-                cells.append(f"<td class='{' '.join(cls)}'>{text}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return (f"<h2>{html.escape(table.title)}: {html.escape(table.metric)}</h2>"
-            f"<table><thead>{''.join(head)}</thead><tbody>{''.join(body)}</tbody></table>"
-            f"<p class='caption'>{html.escape(caption(table))}</p>")
+                link = _run_links(cell, ui, experiment_id) if cell is not None else None
+                values.append(f"<a href='{html.escape(link)}'>{text}</a>" if link else text)
+                mark = table.mark(g, b, row)
+                flag = "flag" if cell is not None and cell.notes else ""
+                marks.append(" ".join(filter(None, [mark, flag])))
+        rows.append(values)
+        classes.append(marks)
+    frame = pd.DataFrame(rows, index=table.rows, columns=columns)
+    styler = (frame.style.format_index(escape="html", axis=0).format_index(escape="html", axis=1)
+              .set_td_classes(pd.DataFrame(classes, index=frame.index, columns=columns))
+              .set_table_attributes("class='report sortable'")
+              .set_caption(html.escape(caption(table))))
+    return (f"<h2>{html.escape(table.title)}: {html.escape(metric_title(table.metric))}</h2>"
+            + styler.to_html(doctype_html=False)
+            + f"<p class='provenance'>{html.escape('; '.join(provenance(table)))}</p>")
 
 
 # ---------------------------------------------------------------- whole reports
@@ -502,48 +680,115 @@ def render(tables: list[Table], frame: pd.DataFrame, fmt: str = "markdown") -> s
     if n_collapsed:
         parts.append(f"{n_collapsed} finished trial(s) collapsed to few distinct database codes "
                      "(flagged ⚠ in the tables; column flags of runs.csv).")
+    other = flag_counts(frame[frame["status"] == "FINISHED"], exclude=("collapsed",))
+    if other:
+        parts.append("Flags on finished trials (not marked in the tables; column flags of runs.csv): "
+                     + ", ".join(f"{name} on {n}" for name, n in other.items()) + ".")
     return "\n".join(parts).rstrip() + "\n"
 
 
-def write(frame: pd.DataFrame, tables: list[Table], out_dir: Path,
-          figures: dict[str, Path] | None = None) -> list[Path]:
-    """report.md, report.tex, runs.csv (tidy: one row per run) and report.html in ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    md = out_dir / "report.md"
-    md.write_text(render(tables, frame, "markdown"), encoding="utf-8")
-    tex = out_dir / "report.tex"
-    tex.write_text("% requires \\usepackage{booktabs}\n" + "\n\n".join(to_latex(t) for t in tables) + "\n",
-                   encoding="utf-8")
-    csv = out_dir / "runs.csv"
-    frame.to_csv(csv, index=False)
-    page = out_dir / "report.html"
-    page.write_text(to_html(tables, figures or {}), encoding="utf-8")
-    written += [md, tex, csv, page]
-    return written
+def flag_counts(frame: pd.DataFrame, exclude: tuple[str, ...] = ()) -> dict[str, int]:
+    """Flag name -> number of runs carrying it (from the ``flags`` column)."""
+    counts: dict[str, int] = {}
+    for text in frame.get("flags", pd.Series(dtype=str)).fillna(""):
+        for item in filter(None, str(text).split("; ")):
+            name = item.split(":", 1)[0].strip()
+            if name and name not in exclude:
+                counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))
 
+
+def runs_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """runs.csv: one row per run; ``start_time`` as ISO 8601 UTC; the hyper-parameters as
+    ``hp.<name>`` columns; ``curve.*`` histories left out (their last value means nothing:
+    the curves are in the figures' CSV files and the runs' curve artifacts)."""
+    out = frame.drop(columns=[c for c in frame.columns if c.startswith("metric.curve.")])
+    if "start_time" in out:
+        out["start_time"] = (pd.to_datetime(out["start_time"], unit="ms", utc=True)
+                             .dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    if "setting" in out:
+        hp = pd.DataFrame([json.loads(s) if isinstance(s, str) and s else {} for s in out["setting"]],
+                          index=out.index)
+        out = pd.concat([out, hp.add_prefix("hp.")], axis=1)
+    return out
+
+
+def write(frame: pd.DataFrame, tables: list[Table], out_dir: Path,
+          figures: dict[str, Path] | None = None, ui: str | None = None,
+          experiment_id: str | None = None) -> list[Path]:
+    """report.md, report.tex, runs.csv (tidy: one row per run) and report.html in ``out_dir``.
+    Refuses (UsageError) to write a report without tables: an earlier report is never replaced
+    by an empty one."""
+    if not tables:
+        from hashbench.errors import UsageError
+
+        raise UsageError("no table to write: nothing in the store matches (earlier reports are kept)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {
+        "report.md": render(tables, frame, "markdown"),
+        "report.tex": LATEX_PREAMBLE + "\n\n".join(to_latex(t) for t in tables) + "\n",
+        "report.html": to_html(tables, figures or {}, ui, experiment_id),
+    }
+    written = []
+    for name, text in files.items():
+        path = out_dir / name
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    csv = out_dir / "runs.csv"
+    runs_table(frame).to_csv(csv, index=False)
+    return written[:2] + [csv] + written[2:]
+
+
+LATEX_PREAMBLE = ("% hashbench report tables: needs \\usepackage{booktabs,graphicx};\n"
+                  "% \\input{report.tex} or copy a table; \\ref{tab:...} names each.\n")
 
 CSS = """
-body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:13px}
-th,td{border-bottom:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}
-th:first-child{text-align:left} td.best{font-weight:bold} td.flag{background:#fff3cd}
-.caption{font-size:12px;color:#555;max-width:1200px} img{max-width:100%;border:1px solid #eee}
+body{font-family:system-ui,sans-serif;margin:1.5em 2em;color:#222}
+h2{margin-top:1.6em}
+table.report{border-collapse:collapse;margin:0.6em 0;font-size:14px;width:100%}
+table.report th,table.report td{border-bottom:1px solid #ddd;padding:5px 8px;white-space:nowrap;
+  font-variant-numeric:tabular-nums}
+table.report td{text-align:right} table.report th{text-align:center}
+table.report th.row_heading{text-align:left} table.report thead th{background:#f6f6f6;cursor:pointer}
+table.report td.best{font-weight:bold} table.report td.tie{text-decoration:underline}
+table.report td.flag{background:#fff3cd} table.report a{color:inherit;text-decoration:inherit}
+table.report caption{caption-side:bottom;text-align:left;font-size:13px;color:#444;padding-top:4px}
+.provenance{font-size:12px;color:#777} figure{margin:1.5em 0} figcaption{font-size:13px;color:#444}
+img{width:100%;max-width:1100px;border:1px solid #eee}
+"""
+
+SORT_SCRIPT = """
+document.querySelectorAll('table.sortable').forEach(function(t){
+  var heads=t.tHead.rows[t.tHead.rows.length-1].cells;
+  Array.prototype.forEach.call(heads,function(th,i){th.title='click to sort';th.onclick=function(){
+    var body=t.tBodies[0],rows=Array.prototype.slice.call(body.rows),dir=th.dataset.dir==='d'?1:-1;
+    th.dataset.dir=dir>0?'a':'d';
+    function key(r){var c=r.cells[i];var v=parseFloat(c?c.textContent:'');return isNaN(v)?-Infinity:v;}
+    rows.sort(function(a,b){return i===0?dir*a.cells[0].textContent.localeCompare(b.cells[0].textContent)
+      :dir*(key(a)-key(b));});
+    rows.forEach(function(r){body.appendChild(r);});};});});
 """
 
 
-def to_html(tables: list[Table], figures: dict[str, Path]) -> str:
-    """One self-contained page: tables, then figures embedded as base64 PNG."""
+def to_html(tables: list[Table], figures: dict[str, Path], ui: str | None = None,
+            experiment_id: str | None = None) -> str:
+    """One self-contained page at full width: sortable tables (click a header), then the
+    figures embedded as SVG (PNG when no SVG was written) with their captions."""
     import base64
 
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>hashbench report</title>",
+             "<meta name='viewport' content='width=device-width, initial-scale=1'>",
              f"<style>{CSS}</style></head><body><h1>hashbench report</h1>"]
-    if not tables:
-        parts.append("<p>No finished trials.</p>")
-    parts += [to_html_table(t) for t in tables]
+    if ui:
+        parts.append(f"<p>Cells link to their runs in the MLflow UI at {html.escape(ui)}.</p>")
+    parts += [to_html_table(t, ui, experiment_id) for t in tables]
     for title, path in figures.items():
-        data = base64.b64encode(path.read_bytes()).decode()
-        parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' "
-                     f"src='data:image/png;base64,{data}'>")
-    parts.append("</body></html>")
+        svg = path.with_suffix(".svg")
+        source, mime = (svg, "image/svg+xml") if svg.exists() else (path, "image/png")
+        data = base64.b64encode(source.read_bytes()).decode()
+        note = path.with_suffix(".txt")
+        text = note.read_text(encoding="utf-8") if note.exists() else ""
+        parts.append(f"<figure><h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' "
+                     f"src='data:{mime};base64,{data}'><figcaption>{html.escape(text)}</figcaption></figure>")
+    parts.append(f"<script>{SORT_SCRIPT}</script></body></html>")
     return "".join(parts)

@@ -53,14 +53,15 @@ def test_table1_mean_std_seeds_and_bold(store):
     frame = report.collect(store)
     (table,) = report.build_tables(frame, "map")
     md = report.to_markdown(table)
-    # LFH at 12 bits: mean 0.8, population std sqrt(2/3)*0.1
-    std = np.std([0.7, 0.8, 0.9])
-    assert f"| LFH | **0.8000 ± {std:.4f} (3)** |" in md
-    assert f"| ITQ | 0.6000 ± {std:.4f} (3) |" in md
+    # LFH at 12 bits: mean 0.8, sample std of (0.7, 0.8, 0.9) = 0.1; ITQ 0.6 ± 0.1 is
+    # significantly worse (Welch t = 0.2 / sqrt(2 * 0.01 / 3) = 2.449, df 4, one-sided p = 0.035)
+    assert "| LFH | **0.8000 ± 0.1000 (3)** |" in md
+    assert "| ITQ | 0.6000 ± 0.1000 (3) |" in md
+    assert "sample standard deviation over 3 seeds" in md and "Welch" in md
     # 24 bits: ITQ 0.7 beats LFH 0.4, and LFH's cell is flagged collapsed
     assert "**0.7000 ± " in md and "⚠ 3 collapsed" in md
     text = report.to_text(table)
-    assert "0.8000 ± 0.0816 (3)*" in text and "[3 collapsed]" in text
+    assert "0.8000 ± 0.1000 (3)*" in text and "[3 collapsed]" in text
 
 
 def test_lower_is_better_for_seconds(store):
@@ -93,6 +94,8 @@ def test_failed_runs_flagged_and_full_mode_in_table2(store):
     assert t1.rows == ["ADSH", "ITQ", "LFH"] and t2.rows == ["ADSH", "LFH-D"]
     assert "1 failed" in report.to_markdown(t1)
     assert "**0.9500 ± 0.0000 (2)**" in report.to_markdown(t2)
+    # LFH-D 0.85 ± 0 against ADSH 0.95 ± 0: both without spread, different means: no tie
+    assert "<u>" not in report.to_markdown(t2)
     assert "1 failed trial(s)" in report.render([t1, t2], frame)
 
 
@@ -127,13 +130,14 @@ def test_cli_report_writes_every_format(store, tmp_path, capsys):
     uri = store.uri
     assert main(["report", "--tracking-uri", uri, "--out", str(tmp_path / "out"), "--text"]) == 0
     out = capsys.readouterr().out
-    assert "Table 1: map" in out and "0.8000 ± 0.0816 (3)*" in out
+    assert "Table 1: MAP" in out and "0.8000 ± 0.1000 (3)*" in out
     files = {p.name for p in (tmp_path / "out").iterdir()}
     assert {"report.md", "report.tex", "runs.csv", "report.html", "figures"} <= files
     tex = (tmp_path / "out" / "report.tex").read_text()
-    assert r"\toprule" in tex and r"\textbf{0.8000 $\pm$ 0.0816}" in tex and r"$^\dagger$" in tex
+    assert r"\toprule" in tex and r"\textbf{0.8000\,{\scriptsize$\pm$0.1000}}" in tex and r"$^\dagger$" in tex
+    assert r"\label{tab:hashbench-table-1-map}" in tex and "Table 1:" not in tex
     page = (tmp_path / "out" / "report.html").read_text()
-    assert "<table>" in page and "data:image/png;base64," in page and "class='best'" in page
+    assert "sortable" in page and "data:image/svg+xml;base64," in page and " best" in page
     runs = pd.read_csv(tmp_path / "out" / "runs.csv")
     assert len(runs) == 12 and {"method", "bits", "seed", "metric.map", "status"} <= set(runs.columns)
     assert (tmp_path / "out" / "figures" / "fig2_precision_top100.csv").exists()
@@ -178,3 +182,83 @@ def test_runs_that_differ_in_a_hyper_parameter_never_share_a_cell(tmp_path):
     assert table.rows == ["ITQ", "ITQ (n_iter=5)"]
     cells = {row: table.groups[0].cells[(row, 8)] for row in table.rows}
     assert cells["ITQ"][2] == 2 and cells["ITQ (n_iter=5)"][2] == 1
+
+
+def cell(values):
+    values = tuple(values)
+    return report.Cell(float(np.mean(values)), float(np.std(values, ddof=1)), len(values), "", values)
+
+
+def test_welch_marks_only_differences_inside_the_seed_spread():
+    # hand-worked: a = (1, 2, 3), b = (0, 1, 2): t = 1 / sqrt(1/3 + 1/3) = 1.2247, df = 4,
+    # one-sided p = 0.144 >= 0.05: not significantly worse
+    assert report.not_significantly_worse(cell([1, 2, 3]), cell([0, 1, 2]))
+    # b = (-3, -2, -1): t = 4.899, df = 4, p = 0.004: significantly worse
+    assert not report.not_significantly_worse(cell([1, 2, 3]), cell([-3, -2, -1]))
+    # lower is better (seconds): the same pair read the other way round
+    assert not report.not_significantly_worse(cell([-3, -2, -1]), cell([1, 2, 3]), higher_is_better=False)
+    # the case: 0.9916 ± 0.0003 vs 0.9914 ± 0.0009 over 3 seeds is a tie
+    assert report.not_significantly_worse(cell([0.9913, 0.9916, 0.9919]), cell([0.9905, 0.9914, 0.9923]))
+    # one seed: nothing to test against, never marked
+    assert not report.not_significantly_worse(cell([1, 2, 3]), report.Cell(2.0, float("nan"), 1, "", (2.0,)))
+
+
+def test_ties_are_underlined_in_every_format(tmp_path):
+    s = Store(f"sqlite:///{tmp_path}/t.db")
+    for seed, (a, b, c) in enumerate([(0.9913, 0.9905, 0.5), (0.9916, 0.9914, 0.6), (0.9919, 0.9923, 0.7)]):
+        add_run(s, "itq", "ITQ", 12, seed, a)
+        add_run(s, "lfh", "LFH", 12, seed, b)
+        add_run(s, "lsh", "LSH_x&y", 12, seed, c)
+    (table,) = report.build_tables(report.collect(s), "map")
+    group = table.groups[0]
+    assert [table.mark(group, 12, r) for r in table.rows] == ["best", "tie", ""]
+    assert "| LFH | <u>0.9914 ± 0.0009 (3)</u> |" in report.to_markdown(table)
+    tex = report.to_latex(table)
+    assert r"\underline{0.9914\,{\scriptsize$\pm$0.0009}}" in tex
+    assert r"LSH\_x\&y" in tex  # row names escaped by the Styler
+    assert r"\caption{MAP on digits: mean $\pm$ sample standard deviation over 3 seeds." in tex
+    html_table = report.to_html_table(table)
+    assert "tie" in html_table and "LSH_x&amp;y" in html_table
+
+
+def test_latex_escape_is_one_pass():
+    assert report.latex_escape(r"a\b_c 50% {x} ± 2") == r"a\textbackslash{}b\_c 50\% \{x\} $\pm$ 2"
+
+
+def test_paper_rows_only_when_the_paper_has_values(tmp_path):
+    s = Store(f"sqlite:///{tmp_path}/p.db")
+    add_run(s, "adsh", "ADSH", 12, 0, 0.9, protocol="adsh2018-cifar10", mode="full",
+            learns_database=True, display="ADSH")
+    add_run(s, "mine", "Mine", 12, 0, 0.5, protocol="digits")
+    tables = report.build_tables(report.collect(s), "map", paper=True)
+    tex = "\n".join(report.to_latex(t) for t in tables)
+    assert "ADSH (paper) & (0.8898)" in tex and "Mine (paper)" not in tex
+    assert "ADSH paper" in report.caption(tables[0])
+    (digits,) = report.build_tables(report.collect(s)[lambda f: f["protocol"] == "digits"], "map", paper=True)
+    assert "paper" not in report.caption(digits).lower()
+
+
+@pytest.mark.parametrize("option, value, hint", [
+    ("--metric", "mapp", "did you mean 'map'"),
+    ("--metric", "p@5000", "recorded: map, p@100, train_seconds"),
+    ("--methods", "itqq", "did you mean 'itq'"),
+    ("--dataset", "digit", "did you mean 'digits'"),
+])
+def test_report_input_errors_exit_2_and_keep_the_old_report(store, tmp_path, capsys, option, value, hint):
+    out = tmp_path / "out"
+    assert main(["report", "--tracking-uri", store.uri, "--out", str(out), "--no-figures"]) == 0
+    before = (out / "report.md").read_text()
+    capsys.readouterr()
+    assert main(["report", "--tracking-uri", store.uri, "--out", str(out), option, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and hint in err, err
+    assert (out / "report.md").read_text() == before
+
+
+def test_runs_csv_has_hyper_parameters_iso_times_and_no_curve_columns(tmp_path):
+    uri = f"sqlite:///{tmp_path}/s.db"
+    assert main(["run", "--methods", "itq", "--bits", "8", "--quiet", "--tracking-uri", uri]) == 0
+    assert main(["report", "--tracking-uri", uri, "--out", str(tmp_path / "o"), "--no-figures"]) == 0
+    runs = pd.read_csv(tmp_path / "o" / "runs.csv")
+    assert "hp.n_iter" in runs.columns and not [c for c in runs.columns if c.startswith("metric.curve.")]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", runs["start_time"].iloc[0])
