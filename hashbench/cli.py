@@ -75,24 +75,37 @@ def parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from hashbench import datasets, registry
+    """Methods (metadata read without importing them: no torch), protocols and datasets."""
+    import json
+
+    from hashbench import catalog, datasets
     from hashbench.protocol import builtin_protocols
 
-    methods = registry.available()
+    methods = catalog.entries()
+    protocols = builtin_protocols()
+    if args.json:
+        print(json.dumps({
+            "methods": [{"name": name, "title": e.meta.title, "citation": e.meta.citation,
+                         "family": e.meta.family, "modalities": list(e.meta.modalities),
+                         "supervised": e.meta.supervised, "asymmetric": e.meta.asymmetric,
+                         "requires": e.meta.requires, "origin": e.origin} for name, e in methods.items()],
+            "protocols": [{"name": name, "dataset": proto.dataset, "description": proto.description}
+                          for name, proto in protocols.items()],
+            "datasets": list(datasets.available()),
+        }, indent=2))
+        return 0
     print("Methods:")
     width = max((len(n) for n in methods), default=4)
-    for name, cls in methods.items():
-        m = cls.meta
+    for name, entry in methods.items():
+        m = entry.meta
         kind = ", ".join(filter(None, [
             m.family, "+".join(m.modalities), "supervised" if m.supervised else "unsupervised",
             "asymmetric" if m.asymmetric else "", "" if m.requires == "cpu" else m.requires,
         ]))
-        origin = registry.origin(name)
-        where = f" [{origin}]" if origin.startswith("plugin") else ""
+        where = f" [{entry.origin}]" if entry.origin.startswith("plugin") else ""
         print(f"  {name:<{width}}  {m.title} ({kind}){where}")
         print(f"  {'':<{width}}  {m.citation}")
     print("\nProtocols:")
-    protocols = builtin_protocols()
     width = max((len(n) for n in protocols), default=4)
     for name, proto in protocols.items():
         print(f"  {name:<{width}}  dataset {proto.dataset}; {proto.description}")
@@ -165,7 +178,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("--jobs and --ray-address need --executor process or --executor ray")
     summary = GridRunner(config, reporter, executor).run()
     counts = ", ".join(f"{summary.count(s)} {s.lower()}" for s in ("FINISHED", "SKIPPED", "FAILED"))
-    print(f"{len(summary.outcomes)} trials: {counts}", file=sys.stderr)
+    print(f"{len(summary.outcomes)} trial{'' if len(summary.outcomes) == 1 else 's'}: {counts}",
+          file=sys.stderr)
     for outcome in summary.failed:
         print(f"  FAILED {outcome.trial.label}: {outcome.error}", file=sys.stderr)
     return 1 if summary.failed else 0
@@ -369,11 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
     from hashbench import __version__
 
     parser.add_argument("--version", action="version", version=f"hashbench {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("list", help="list methods, protocols and datasets",
                        description="List the registered methods (built-in and plugins) with "
                                    "family, modalities and citation; the protocols; the datasets.")
+    p.add_argument("--json", action="store_true", help="print the lists as JSON")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("check", help="run the conformance suite on a method (plugin authors)",
@@ -482,8 +497,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave queries with no relevant item out of the means (default: AP 0, kept)")
     p.add_argument("--precision-ks", default="100,1000,5000", metavar="K[,K]",
                    help="K of the scalar precision@K metrics (default: 100,1000,5000)")
-    p.add_argument("--radius", type=int, default=2, help="Hamming radius of p_r/r_r (default: 2)")
-    p.add_argument("--n-jobs", type=int, default=1, help="threads over query chunks (default: 1)")
+    p.add_argument("--radius", type=int, default=2, metavar="R",
+                   help="Hamming radius of p_r/r_r (default: 2)")
+    p.add_argument("--n-jobs", type=int, default=1, metavar="N",
+                   help="threads over query chunks (default: 1)")
     p.add_argument("--json", action="store_true", help="print metrics, flags, conventions and curves as JSON")
     p.set_defaults(func=cmd_evaluate)
 
@@ -535,6 +552,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:  # bare `hashbench`: the commands, not an argparse error
+        parser.print_help()
+        return 0
     warnings.showwarning = _warning_line
     # stdout carries results only: MLflow writes "View run ... at http://..." lines to stdout
     # whenever a run on a tracking server ends, unless this is set (an explicit "false" wins)

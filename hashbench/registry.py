@@ -121,6 +121,30 @@ def available() -> dict[str, type[Hasher]]:
     return dict(sorted(_REGISTRY.items()))
 
 
+def registered() -> dict[str, type[Hasher]]:
+    """The methods registered so far, loading nothing (see :func:`available`)."""
+    return dict(_REGISTRY)
+
+
+def plugins() -> dict[str, tuple[type[Hasher], str]]:
+    """Plugin methods only (entry points), by id, with their origin, without importing the
+    built-in modules (``hashbench list`` reads their metadata statically). The registry itself
+    is left as it was: built-ins still take precedence when it loads."""
+    if _loaded:
+        return {name: (cls, _ORIGIN[name]) for name, cls in sorted(_REGISTRY.items())
+                if _ORIGIN.get(name, "").startswith("plugin")}
+    saved = dict(_REGISTRY), dict(_ORIGIN)
+    try:
+        _load_entry_points()
+        return {name: (cls, _ORIGIN[name]) for name, cls in sorted(_REGISTRY.items())
+                if _ORIGIN.get(name, "").startswith("plugin")}
+    finally:
+        _REGISTRY.clear()
+        _REGISTRY.update(saved[0])
+        _ORIGIN.clear()
+        _ORIGIN.update(saved[1])
+
+
 def origin(name: str) -> str:
     """Where a method came from: its module, or ``plugin <distribution>``."""
     _ensure_loaded()
