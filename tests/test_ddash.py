@@ -244,3 +244,34 @@ def test_per_modality_codes_pair_with_their_query_side():
     assert not np.array_equal(b_img, b_txt)
     np.testing.assert_array_equal(method.encode_database(data, "text"), b_img)       # I->T
     np.testing.assert_array_equal(method.encode_database(data, "features"), b_txt)   # T->I
+
+
+def test_cli_runs_the_cross_modal_grid_on_tiny_wikipedia_files_and_reports(tmp_path, capsys):
+    """The issue's command on tiny files in the real Wikipedia format: DDASH, DCMH (on the
+    database: the protocol trains every method there, so no "-D"), SePH, SCM and CCA, then the cross-modal table with both tasks (8 bits:
+    CCA needs as many dimensions per view as bits, and the LDA text has 10)."""
+    from test_crossmodal_datasets import write_wikipedia  # tests/ is on sys.path (rootdir)
+
+    from hashbench.cli import main
+    from hashbench.report import collect
+    from hashbench.tracking import Store
+
+    write_wikipedia(tmp_path / "data", n_train=40, n_test=10)
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    small = ["ddash.outer_iters=2", "ddash.num_samples=30", "ddash.text_hidden=32", "ddash.hidden=16",
+             "dcmh.epochs=2", "dcmh.text_hidden=32", "dcmh.hidden=16"]
+    args = ["run", "--methods", "ddash,dcmh,seph,scm,cca", "--dataset", "wikipedia", "--data-root",
+            str(tmp_path / "data"), "--bits", "8", "--seeds", "0", "--device", "cpu", "--quiet",
+            "--tracking-uri", uri] + [a for p in small for a in ("--param", p)]
+    assert main(args) == 0
+    runs = collect(Store(uri, create=False)).to_dict("records")
+    assert sorted(r["method"] for r in runs) == ["cca", "dcmh", "ddash", "scm", "seph"]
+    for run in runs:
+        assert run["status"] == "FINISHED" and run["train_mode"] == "full", run
+        assert 0.0 < run["metric.i2t.map"] <= 1.0 and 0.0 < run["metric.t2i.map"] <= 1.0, run
+    capsys.readouterr()
+    assert main(["report", "--tracking-uri", uri, "--no-figures", "--out", str(tmp_path / "report")]) == 0
+    out = capsys.readouterr().out
+    assert "wikipedia I→T" in out and "wikipedia T→I" in out
+    for row in ("| DDASH |", "| DCMH |", "| SePH |", "| SCM-Seq |", "| CCA |"):
+        assert row in out, (row, out)
