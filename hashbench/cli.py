@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from hashbench.errors import HashbenchError, Interrupted, UsageError
+from hashbench.errors import HashbenchError, Interrupted, UsageError, os_error_line
 
 # ---------------------------------------------------------------- option parsing
 
@@ -249,6 +249,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                       ("database", database, db_labels, args.database_labels)):
         if len(codes) != len(labels):
             raise UsageError(f"{path}: {len(labels)} label rows but the {what} codes have {len(codes)} rows")
+    if args.topk is not None and args.topk < 1:
+        raise UsageError(f"--topk must be a positive integer, got {args.topk} (leave it out for MAP over "
+                         "the whole database)")
     conventions = Conventions(
         map_topk=args.topk, drop_zero_relevant=args.drop_zero_relevant,
         mapk_normalisation=args.mapk_normalisation,
@@ -568,9 +571,13 @@ def main(argv: list[str] | None = None) -> int:
     except HashbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a full disk, a read-only folder, a file in the way: one line
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as exc:  # Ctrl-C: 130; SIGTERM 143, SIGHUP 129
         killed = getattr(exc, "killed_trial", None)
         done = (f"the running trial ({killed}) was marked KILLED" if killed
+                else "no trial had started" if getattr(exc, "before_trials", False)
                 else "running trials were marked KILLED")
         print(f"interrupted ({exc or 'Ctrl-C'}): {done}; rerun the same command to finish the rest",
               file=sys.stderr)

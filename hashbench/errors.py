@@ -8,6 +8,8 @@ everything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
+
 
 class HashbenchError(Exception):
     """Base class: a problem the user can fix, with a one-line message."""
@@ -29,6 +31,12 @@ class ConfigError(HashbenchError):
 
 class DataError(HashbenchError):
     """Missing, unreadable or corrupt dataset or code files, NaN features, shape mismatches."""
+
+
+class StoreError(HashbenchError):
+    """The MLflow store cannot be created, opened or written: a file in the way, no write
+    permission, a full disk. Nothing recorded so far is lost; a trial left RUNNING by it is
+    closed KILLED by the next run (its process is gone)."""
 
 
 class CodeContractError(HashbenchError):
@@ -63,6 +71,26 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(name)
         self.signum, self.name = signum, name
         self.exit_code = 128 + signum
+
+
+_OS_PROBLEMS = {
+    errno.ENOSPC: "no space left on the device (disk full)",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOTDIR: "a file is in the way of a folder",
+    errno.EEXIST: "a file is in the way",
+    errno.EISDIR: "is a folder, not a file",
+    errno.EFBIG: "file too large (a file-size limit)",
+}
+
+
+def os_error_line(exc: OSError, doing: str = "") -> str:
+    """One line for an operating-system error: what was being done, the path, the problem."""
+    problem = _OS_PROBLEMS.get(exc.errno or 0) or exc.strerror or type(exc).__name__
+    path = exc.filename if exc.filename is not None else ""
+    return " ".join(x for x in (doing, str(path)) if x) + f": {problem}" if doing or path else problem
 
 
 def interruption_name(exc: BaseException) -> str:

@@ -59,7 +59,8 @@ class Reporter:
         width = len(str(self.total))
         head = f"[{index:>{width}}/{self.total}] {outcome.trial.label:<28}"
         if outcome.status == "SKIPPED":
-            text = f"{head} skipped (finished before: run {outcome.run_id[:8]})"
+            why = outcome.error or f"finished before: run {outcome.run_id[:8]}"  # or claimed elsewhere
+            text = f"{head} skipped ({why})"
         elif outcome.status == "FAILED":
             text = f"{head} FAILED: {outcome.error}"
         else:

@@ -10,7 +10,10 @@
 2. **Execute** (an :class:`Executor`): run the specs. Each trial runs in a
    :class:`TrialWorker`, which loads the dataset once per process, resolves the device for
    the trial from the method's ``meta.requires`` and what *its* process sees, records its
-   own child run under the parent id, and returns a small :class:`Outcome`. The built-in
+   own child run under the parent id, and returns a small :class:`Outcome`. A trial starts
+   by claiming its run key in the store (:meth:`~hashbench.tracking.Store.claim`): when
+   another process has finished it meanwhile or is running it, the trial is SKIPPED, so two
+   ``hashbench run`` on one store never train a trial twice, whatever their executors. The built-in
    :class:`LocalExecutor` runs the trials in-process, one by one; executors for process
    pools and clusters implement the same interface.
 
@@ -27,6 +30,7 @@ contract, evaluate every retrieval task, and record everything.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
@@ -51,7 +55,13 @@ from hashbench import registry
 from hashbench.api import Hasher, RunContext, TrialData, check_codes
 from hashbench.datasets import Dataset
 from hashbench.datasets import load as load_dataset
-from hashbench.errors import CodeContractError, ConfigError, HashbenchError, interruption_name
+from hashbench.errors import (
+    CodeContractError,
+    ConfigError,
+    HashbenchError,
+    StoreError,
+    interruption_name,
+)
 from hashbench.evaluation import Conventions, evaluate, pack_codes
 from hashbench.params import check_params
 from hashbench.progress import Reporter
@@ -72,6 +82,8 @@ from hashbench.tracking import (
     TRACEBACK_ARTIFACT,
     VERSION_TAG,
     GridRecord,
+    Heartbeat,
+    Holder,
     RunRecorder,
     Store,
     TrialRecord,
@@ -169,6 +181,7 @@ class TrialContext:
     base_tags: dict[str, str]
     data_tags: dict[str, str]
     splits: dict[str, Split] = field(default_factory=dict)
+    force: bool = False  # --force: a FINISHED run of the key does not hold the trial's claim
 
     def split_for(self, spec: TrialSpec) -> Split:
         return self.splits.get(spec.train_mode) or self.split
@@ -446,8 +459,11 @@ def plan_grid(config: RunConfig, reporter: Reporter) -> Plan:
         build_method(cls, bits, params)
         check_params(cls, params, bits)
     check_device_request(config.device)
-    store = Store(config.tracking_uri, config.experiment)
     dataset = load_dataset(protocol.dataset, config.data_root, **config.data_options)
+    for name in dataset.modality_names:  # loaded vectors checked once (NaN, shape), not in every trial
+        if dataset.is_loaded(name):
+            dataset.modality(name)
+    store = Store(config.tracking_uri, config.experiment)  # after the data: a failed load records nothing
     splits = {mode: materialise(protocol.in_mode(mode), dataset.labels, dataset.partitions,
                                 dataset.class_names)
               for mode in sorted({mode for _, mode, *_ in specs} | {protocol.train_mode})}
@@ -491,27 +507,34 @@ def plan_grid(config: RunConfig, reporter: Reporter) -> Plan:
         else:
             pending.append(spec)
     closed = store.close_abandoned({s.run_key for s in pending})
+    store.close_abandoned_grids()
     if closed:
         reporter.message(f"closed {len(closed)} RUNNING trial(s) of this grid whose process is gone "
                          "(marked KILLED); they run again now")
     parent = None
     if pending:
         grid = GridRecord(name=f"{protocol.name}: {','.join(m.meta.name for m in config.methods)}",
-                          command=config.command, base_tags=base_tags)
+                          command=config.command, base_tags=base_tags,
+                          host=socket.gethostname(), pid=os.getpid())
         parent = store.start_run(grid.name, grid.tags())
-        with tempfile.TemporaryDirectory() as tmp:
-            for mode, each in splits.items():  # split.npz: the protocol's own; split-<mode>.npz: others
-                name = SPLIT_ARTIFACT if mode == protocol.train_mode else f"split-{mode}.npz"
-                each.save(Path(tmp) / name)
-                parent.log_artifact(Path(tmp) / name)
-        parent.log_json(_protocol_dict(protocol), PROTOCOL_ARTIFACT)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                for mode, each in splits.items():  # split.npz: the protocol's own; split-<mode>.npz: others
+                    name = SPLIT_ARTIFACT if mode == protocol.train_mode else f"split-{mode}.npz"
+                    each.save(Path(tmp) / name)
+                    parent.log_artifact(Path(tmp) / name)
+            parent.log_json(_protocol_dict(protocol), PROTOCOL_ARTIFACT)
+        except BaseException as exc:  # interrupted or the store failed: the grid is not left RUNNING
+            with contextlib.suppress(Exception):
+                parent.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            raise
     context = TrialContext(
         protocol=protocol, split=split, conventions=conventions, dataset=protocol.dataset,
         data_root=str(config.data_root) if config.data_root else None,
         data_options=dict(config.data_options), features=feature_options, device=config.device,
         tracking_uri=store.uri, experiment=config.experiment,
         parent_run_id=parent.run_id if parent else None, base_tags=base_tags, data_tags=data_tags,
-        splits=splits,
+        splits=splits, force=config.force,
     )
     return Plan(context, pending, skipped, dataset=dataset, store=store, parent=parent)
 
@@ -549,7 +572,8 @@ class TrialWorker:
         return self._store
 
     def run(self, spec: TrialSpec) -> Outcome:
-        """Run one trial and record it; Ctrl-C marks it KILLED and re-raises."""
+        """Claim the trial's run key, run the trial and record it; Ctrl-C marks it KILLED and
+        re-raises. A trial another process finished meanwhile or is running is SKIPPED."""
         ctx = self.context
         split = ctx.split_for(spec)
         started = time.perf_counter()
@@ -578,18 +602,28 @@ class TrialWorker:
             conventions=ctx.conventions.as_tags(), data_tags=ctx.data_tags,
         )
         params, tags = record.to_mlflow()
-        recorder = self.store.start_run(record.run_name, tags, parent_id=ctx.parent_run_id)
+        claim = self.store.claim(record.run_name, tags, spec.run_key, ctx.parent_run_id, ctx.force)
+        if isinstance(claim, Holder):
+            return Outcome(spec, "SKIPPED", claim.run_id, error=claim.describe(),
+                           seconds=time.perf_counter() - started)
+        recorder = claim
         self.reporter.trial_started(spec)
         try:
-            recorder.log_params(params)
-            recorder.log_json(self._config_dict(spec, method, device), CONFIG_ARTIFACT)
-            if device_error is not None:
-                raise device_error
-            metrics, flags = self._execute(spec, method, device, recorder)
+            with Heartbeat(recorder):
+                recorder.log_params(params)
+                recorder.log_json(self._config_dict(spec, method, device), CONFIG_ARTIFACT)
+                if device_error is not None:
+                    raise device_error
+                metrics, flags = self._execute(spec, method, device, recorder)
         except KeyboardInterrupt as exc:
             recorder.set_tags({ERROR_TAG: interruption_name(exc)})
             recorder.end("KILLED")
             exc.killed_trial = spec.label  # type: ignore[attr-defined] - for the CLI's message
+            raise
+        except StoreError as exc:  # the store cannot be written (a full disk): stop the grid
+            with contextlib.suppress(Exception):
+                recorder.set_tags({ERROR_TAG: _one_line(exc)})
+                recorder.end("FAILED")
             raise
         except Exception as exc:  # noqa: BLE001 - a failing trial must not stop the grid
             message = _one_line(exc)
@@ -701,7 +735,11 @@ def _scale_out(name: str, **options: Any) -> Executor:
 
 def run_grid(config: RunConfig, reporter: Reporter, executor: Executor | None = None) -> Summary:
     """Plan ``config``, then execute it with ``executor`` (default: in-process)."""
-    plan = plan_grid(config, reporter)
+    try:
+        plan = plan_grid(config, reporter)
+    except KeyboardInterrupt as exc:
+        exc.before_trials = True  # type: ignore[attr-defined] - for the CLI's message
+        raise
     executor = executor or LocalExecutor()
     outcomes: list[Outcome] = []
     reporter.start(plan.total, plan.context.protocol, plan.context.split, plan.context.tracking_uri)
@@ -718,6 +756,11 @@ def run_grid(config: RunConfig, reporter: Reporter, executor: Executor | None = 
     except KeyboardInterrupt:
         if plan.parent is not None:
             plan.parent.end("KILLED")
+        raise
+    except Exception:  # the store itself failed (a full disk) or a bug: never leave the grid RUNNING
+        if plan.parent is not None:
+            with contextlib.suppress(Exception):  # the store may refuse this write too
+                plan.parent.end("FAILED")
         raise
     finally:
         reporter.close()

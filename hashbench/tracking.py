@@ -21,12 +21,25 @@ Store layout (stable names, documented in the README so other tools can query th
 The default store is ``sqlite:///<cwd>/results/mlflow.db`` (absolute, so ``run`` and
 ``report`` agree); ``--tracking-uri`` and ``MLFLOW_TRACKING_URI`` override it. The store
 is created once, under a file lock, before any run starts, so that two processes started
-together on a store that does not exist yet both succeed.
+together on a store that does not exist yet both succeed. ``report`` opens an existing
+store without the lock, so it reads a store in a folder it cannot write to.
+
+**Claims.** A trial starts through :meth:`Store.claim`: under the store's lock it looks for
+runs of the trial's run key and starts its own RUNNING run only when none FINISHED (unless
+``force``) and none is RUNNING in a live process; otherwise it returns the :class:`Holder`
+and the trial is skipped. The RUNNING run is the claim: it records host and pid, and a
+heartbeat tag renewed every minute while the trial runs (:class:`Heartbeat`). A claim is
+stale, closed KILLED and taken over, when its process is gone (same host, dead pid) or, for
+another host, when its heartbeat is older than the lease (``HASHBENCH_LEASE_SECONDS``,
+default 600). The lock is a file beside a SQLite store (every process using the file shares
+it); for other stores it is a file in this machine's cache, so two drivers on different
+machines against one server are not serialised by it.
 """
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -39,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hashbench.errors import UsageError
+from hashbench.errors import StoreError, UsageError, os_error_line, positive_int_env
 
 T = TypeVar("T")
 
@@ -69,6 +82,7 @@ VARIANT_TAG = "hashbench.variant"            # "D" for the paper's "-D" variants
 TRAIN_MODE_SOURCE_TAG = "hashbench.train_mode_source"  # "protocol" or "--train-mode"
 HOST_TAG = "hashbench.host"                  # where the trial's process ran, and its pid:
 PID_TAG = "hashbench.pid"                    # a later run closes it if that process is gone
+HEARTBEAT_TAG = "hashbench.heartbeat"        # unix seconds, renewed while a trial runs (its lease)
 MODALITIES_TAG = "hashbench.modalities"
 COMMAND_TAG = "hashbench.command"
 ERROR_TAG = "hashbench.error"
@@ -235,9 +249,12 @@ class GridRecord:
     name: str
     command: str
     base_tags: dict[str, str]
+    host: str = ""
+    pid: int = 0
 
     def tags(self) -> dict[str, str]:
-        return {**self.base_tags, KIND_TAG: "grid", COMMAND_TAG: self.command}
+        own = {HOST_TAG: self.host, PID_TAG: str(self.pid)} if self.pid else {}
+        return {**self.base_tags, KIND_TAG: "grid", COMMAND_TAG: self.command, **own}
 
     @staticmethod
     def count_tags(counts: dict[str, int]) -> dict[str, int]:
@@ -277,6 +294,11 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         return f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
     return uri
+
+
+LEASE_ENV = "HASHBENCH_LEASE_SECONDS"
+DEFAULT_LEASE_SECONDS = 600
+HEARTBEAT_SECONDS = 60
 
 
 def _alive(pid: int) -> bool:
@@ -342,32 +364,168 @@ def _sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
 
 
+def _check_store_path(path: Path, create: bool) -> None:
+    """One line, before MLflow sees it, for a SQLite store path that cannot work: a folder
+    where the file should be, a file where a folder should be, a file it may not read."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise StoreError(f"cannot use the MLflow store {path}: {parent} is a file, not a folder; "
+                                 "move it or give --tracking-uri")
+            break
+    if path.exists():
+        if not path.is_file():
+            raise StoreError(f"{path} is a folder, not an MLflow store file; give another --tracking-uri")
+        if not os.access(path, os.R_OK):
+            raise StoreError(f"cannot read the MLflow store {path}: permission denied")
+    elif not create:
+        raise UsageError(f"no MLflow store at {path}; run `hashbench run` first")
+
+
+def _lock_path(uri: str) -> Path:
+    """The lock file of a store: beside a SQLite file, else in this machine's cache."""
+    path = _sqlite_path(uri)
+    if path is not None:
+        return path.with_name(path.name + ".lock")
+    import hashlib
+
+    root = Path(os.environ.get("HASHBENCH_CACHE") or Path.home() / ".cache" / "hashbench")
+    return root / "locks" / f"store-{hashlib.sha256(uri.encode()).hexdigest()[:16]}.lock"
+
+
 @contextmanager
 def _store_lock(uri: str) -> Iterator[None]:
-    """An exclusive lock beside a SQLite store (no-op for other stores)."""
-    path = _sqlite_path(uri)
-    if path is None:
+    """An exclusive lock for one store (creation, claims); see :func:`_lock_path`."""
+    from filelock import FileLock
+
+    path = _lock_path(uri)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path))
+        lock.acquire()
+    except OSError as exc:
+        raise StoreError(_folder_problem(path.parent, exc)) from None
+    try:
         yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        lock.release()
+
+
+def _folder_problem(folder: Path, exc: OSError) -> str:
+    """One line for a store folder that cannot be created or written."""
+    for parent in [folder, *folder.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                return (f"cannot create the MLflow store under {folder}: {parent} is a file, not a folder; "
+                        "move it or give --tracking-uri")
+            break
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"cannot write the MLflow store in {folder} ({os_error_line(exc, 'no write access to')}); "
+                "`hashbench report` can still read it; give --tracking-uri to record elsewhere")
+    return os_error_line(exc, f"cannot write the MLflow store in {folder}:")
+
+
+_FULL = ("database or disk is full", "no space left", "disk quota")
+_READ_ONLY = ("readonly database", "read-only", "unable to open database file")
+
+
+def _write_problem(exc: Exception) -> StoreError | None:
+    """A store write that failed for a reason retrying cannot fix, as one line (or None)."""
+    text = " ".join(str(exc).split()).lower()
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return StoreError(os_error_line(exc, "cannot write the MLflow store or its artifacts:")
+                          + "; free space and rerun: the trials that did not finish run again")
+    if any(s in text for s in _FULL):
+        return StoreError("cannot write the MLflow store: the disk is full; free space and rerun "
+                          "(the trials that did not finish run again)")
+    if any(s in text for s in _READ_ONLY):
+        return StoreError("cannot write the MLflow store: it is read-only here (no write access to "
+                          "its file or folder); give --tracking-uri to record elsewhere")
+    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StoreError(os_error_line(exc, "cannot write the MLflow store's artifacts:"))
+    return None
 
 
 def _retry(call: Callable[[], T], attempts: int = 8) -> T:
-    """Retry a store call that failed because SQLite was locked by another process."""
+    """Retry a store call that failed because SQLite was locked by another process; a full
+    disk or a read-only store is a :class:`~hashbench.errors.StoreError` at once."""
     for attempt in range(attempts):
         try:
             return call()
         except Exception as exc:  # noqa: BLE001 - mlflow wraps driver errors variously
+            problem = _write_problem(exc)
+            if problem is not None:
+                raise problem from None
             if "locked" not in str(exc).lower() or attempt == attempts - 1:
                 raise
             time.sleep(0.2 * 2**attempt)
     raise AssertionError("unreachable")
+
+
+def lease_seconds() -> int:
+    """How long a claim of another host lives without a heartbeat (``HASHBENCH_LEASE_SECONDS``)."""
+    return positive_int_env(LEASE_ENV) or DEFAULT_LEASE_SECONDS
+
+
+def stale_reason(run: Any, now: float | None = None) -> str | None:
+    """Why a RUNNING run's claim is stale, or None while its process may still be running it.
+
+    On this host the pid decides (alive or gone). A run of another host (or without a pid)
+    is stale when its last heartbeat (or, before heartbeats, its start) is older than the
+    lease."""
+    tags = run.data.tags
+    host, pid = tags.get(HOST_TAG, ""), int(tags.get(PID_TAG) or 0)
+    if pid and host == socket.gethostname():
+        return None if _alive(pid) else f"process {pid} on {host} is gone"
+    try:
+        beat = float(tags.get(HEARTBEAT_TAG) or 0)
+    except ValueError:
+        beat = 0.0
+    beat = beat or (run.info.start_time or 0) / 1000
+    age = (now or time.time()) - beat
+    if age <= lease_seconds():
+        return None
+    who = f"process {pid} on {host}" if host else "its process"
+    return f"no heartbeat from {who} for {age:.0f} s (lease {lease_seconds()} s)"
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a run key when a trial tries to claim it: a FINISHED run, or a RUNNING one
+    whose process is alive (or whose lease is fresh)."""
+
+    run_id: str
+    status: str
+    host: str = ""
+    pid: int = 0
+
+    def describe(self) -> str:
+        if self.status == "FINISHED":
+            return f"finished by another run meanwhile: run {self.run_id[:12]}"
+        return f"running in process {self.pid} on {self.host}: run {self.run_id[:12]}"
+
+
+class Heartbeat:
+    """Renews a RUNNING run's ``hashbench.heartbeat`` tag every ``interval`` seconds in a daemon
+    thread, so that other hosts can tell a live claim from an abandoned one (the lease)."""
+
+    def __init__(self, recorder: RunRecorder, interval: float = HEARTBEAT_SECONDS) -> None:
+        self.recorder, self.interval = recorder, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="hashbench-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            with contextlib.suppress(Exception):  # a missed beat only shortens the lease
+                self.recorder.set_tags({HEARTBEAT_TAG: f"{time.time():.0f}"})
 
 
 class Store:
@@ -380,11 +538,20 @@ class Store:
         self.uri = resolve_tracking_uri(uri)
         self.experiment_name = experiment
         path = _sqlite_path(self.uri)
-        if not create and path is not None and not path.exists():
-            raise UsageError(f"no MLflow store at {path}; run `hashbench run` first")
-        with _store_lock(self.uri):
+        if path is not None:
+            _check_store_path(path, create)
+        # creating takes the lock; reading does not, so a read-only folder can be reported on
+        with _store_lock(self.uri) if create and path is not None else contextlib.nullcontext():
             if path is not None and create and not path.exists():
-                _create_sqlite_store(path)
+                try:
+                    _create_sqlite_store(path)
+                except OSError as exc:
+                    raise StoreError(_folder_problem(path.parent, exc)) from None
+                except Exception as exc:  # noqa: BLE001 - sqlalchemy/alembic raise many kinds
+                    problem = _write_problem(exc)
+                    if problem is None:
+                        raise
+                    raise problem from None
             try:
                 self.client = MlflowClient(tracking_uri=self.uri)
                 exp = self.client.get_experiment_by_name(experiment)
@@ -396,9 +563,8 @@ class Store:
                 artifacts = None
                 if path is not None:
                     artifacts = (path.parent / "mlartifacts").as_uri()
-                self.experiment_id = self.client.create_experiment(
-                    experiment, artifact_location=artifacts
-                )
+                self.experiment_id = _retry(lambda: self.client.create_experiment(
+                    experiment, artifact_location=artifacts))
             else:
                 self.experiment_id = exp.experiment_id
 
@@ -432,25 +598,69 @@ class Store:
             if not token:
                 return runs
 
+    def runs_of_key(self, run_key: str) -> list[Any]:
+        """Every run (any status) recorded under ``run_key``, newest first."""
+        query = f"tags.`{RUN_KEY_TAG}` = '{run_key}'"
+        return _retry(lambda: self.client.search_runs([self.experiment_id], filter_string=query,
+                                                      max_results=1000))
+
     def close_abandoned(self, run_keys: set[str]) -> list[str]:
-        """Close as KILLED the RUNNING trials of ``run_keys`` whose process is gone: recorded on
-        this host with a pid that no longer runs (a SIGKILL, a power cut, a lost node). Returns
-        the closed run ids. Trials of other hosts are left to their executor."""
-        host = socket.gethostname()
+        """Close as KILLED the RUNNING trials of ``run_keys`` whose claim is stale
+        (:func:`stale_reason`: on this host a pid that no longer runs, after a SIGKILL or a power
+        cut; on another host no heartbeat for longer than the lease). Returns their run ids."""
         closed = []
         for run in self.trial_runs("RUNNING"):
-            tags = run.data.tags
-            if tags.get(RUN_KEY_TAG) not in run_keys or tags.get(HOST_TAG) != host:
+            if run.data.tags.get(RUN_KEY_TAG) not in run_keys:
                 continue
-            pid = int(tags.get(PID_TAG) or 0)
-            if pid and _alive(pid):
-                continue
-            recorder = RunRecorder(self.client, run.info.run_id)
-            note = f"process {pid} on {host} is gone; closed as KILLED by a later run"
-            recorder.set_tags({ERROR_TAG: note})
-            recorder.end("KILLED")
-            closed.append(run.info.run_id)
+            reason = stale_reason(run)
+            if reason is not None:
+                self._close_stale(run.info.run_id, reason)
+                closed.append(run.info.run_id)
         return closed
+
+    def close_abandoned_grids(self) -> list[str]:
+        """Close as KILLED the RUNNING grid (parent) runs of this host whose process is gone (a
+        SIGKILL, or a full disk that left nothing writable). Returns their run ids."""
+        query = f"tags.`{KIND_TAG}` = 'grid' and attributes.status = 'RUNNING'"
+        runs = _retry(lambda: self.client.search_runs([self.experiment_id], filter_string=query,
+                                                      max_results=1000))
+        closed = []
+        for run in runs:
+            tags = run.data.tags
+            if tags.get(HOST_TAG) != socket.gethostname() or not int(tags.get(PID_TAG) or 0):
+                continue
+            reason = stale_reason(run)
+            if reason is not None:
+                self._close_stale(run.info.run_id, reason)
+                closed.append(run.info.run_id)
+        return closed
+
+    def _close_stale(self, run_id: str, reason: str) -> None:
+        recorder = RunRecorder(self.client, run_id)
+        recorder.set_tags({ERROR_TAG: f"{reason}; closed as KILLED by a later run"})
+        recorder.end("KILLED")
+
+    def claim(self, name: str, tags: dict[str, str], run_key: str, parent_id: str | None = None,
+              force: bool = False) -> RunRecorder | Holder:
+        """Start the RUNNING run of a trial unless another process holds its run key.
+
+        Under the store's lock (so that check and start are one step for every process that
+        shares the lock): a FINISHED run of the key (ignored with ``force``) or a RUNNING run
+        whose claim is live wins, and its :class:`Holder` is returned; a stale RUNNING run is
+        closed KILLED first. Otherwise the trial's run starts, with host, pid (in ``tags``) and
+        a first heartbeat, and its recorder is returned."""
+        with _store_lock(self.uri):
+            for run in self.runs_of_key(run_key):
+                status = run.info.status
+                if status not in ("FINISHED", "RUNNING") or (status == "FINISHED" and force):
+                    continue
+                reason = stale_reason(run) if status == "RUNNING" else None
+                if reason is not None:
+                    self._close_stale(run.info.run_id, reason)
+                    continue
+                return Holder(run.info.run_id, status, run.data.tags.get(HOST_TAG, ""),
+                              int(run.data.tags.get(PID_TAG) or 0))
+            return self.start_run(name, {**tags, HEARTBEAT_TAG: f"{time.time():.0f}"}, parent_id)
 
     def trial_records(self) -> list[TrialRecord]:
         """Every trial run of the experiment as a :class:`TrialRecord`, newest first."""

@@ -40,6 +40,10 @@ class Dataset:
         labels = np.asarray(labels)
         if labels.ndim != 2:
             raise DataError(f"{name}: labels must be a (n, L) multi-hot matrix")
+        if labels.size == 0:
+            where = f" ({provenance['source']})" if provenance and provenance.get("source") else ""
+            raise DataError(f"{name}{where}: the labels are empty (shape {labels.shape}); "
+                            "every item needs a label row")
         self.labels = (labels > 0).astype(np.uint8)
         self.class_names = list(class_names)
         self.description = description
@@ -138,17 +142,19 @@ class Dataset:
         return self._sources.get("image")
 
     def _checked_vectors(self, values: Any, name: str) -> np.ndarray:
+        source = self.provenance.get("source")
+        where = f"{self.name} ({source})" if source else self.name
         values = np.asarray(values, dtype=np.float32)
         if values.ndim != 2 or len(values) != len(self.labels):
             raise DataError(
-                f"{self.name}: {name} have shape {values.shape}, expected ({len(self.labels)}, d)"
+                f"{where}: {name} have shape {values.shape}, expected ({len(self.labels)}, d)"
             )
         bad = ~np.isfinite(values).all(axis=1)
         if bad.any():
             rows = np.flatnonzero(bad)
             raise DataError(
-                f"{self.name}: {len(rows)} {name.rstrip('s')} rows contain NaN or inf "
-                f"(first rows: {rows[:5].tolist()})"
+                f"{where}: {len(rows)} {name.rstrip('s')} rows contain NaN or inf "
+                f"(first rows: {rows[:5].tolist()}); remove or impute them"
             )
         return values
 

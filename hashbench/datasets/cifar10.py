@@ -26,6 +26,8 @@ from hashbench.datasets.images import ArrayImages
 from hashbench.errors import DataError
 
 LAYOUT = "cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}"
+WHERE = ("put the extracted python-version archive there, or point --data-root (or HASHBENCH_DATA) "
+         "at the folder that holds cifar-10-batches-py/")
 
 
 def _torchvision_class():
@@ -56,13 +58,13 @@ def _torchvision_class():
     return LenientCIFAR10
 
 
-def _open(cls, root: Path, train: bool, download: bool):
+def _open(cls, root: Path, train: bool, download: bool, option: str = "auto"):
     try:
         return cls(str(root), train=train, download=download)
-    except RuntimeError as exc:
-        raise DataError(
-            f"CIFAR-10 not found or incomplete in {root} (expected {LAYOUT}): {exc}"
-        ) from None
+    except RuntimeError:  # torchvision's "not found or corrupted" (its advice names its own option)
+        allow = "; or allow the download with --data-option download=auto" if option == "no" else ""
+        raise DataError(f"CIFAR-10 not found or incomplete in {root} (expected {LAYOUT}); {WHERE}{allow}") \
+            from None
     except KeyError as exc:
         raise DataError(_missing_key(root / "cifar-10-batches-py", str(exc.args[0]) if exc.args else "?",
                                      train)) from None
@@ -71,7 +73,7 @@ def _open(cls, root: Path, train: bool, download: bool):
     except OSError as exc:  # download failed: no network
         raise DataError(
             f"CIFAR-10 is not in {root} (expected {LAYOUT}) and the download failed "
-            f"({exc}); put the extracted python-version archive there"
+            f"({' '.join(str(exc).split())}); {WHERE}"
         ) from None
 
 
@@ -107,7 +109,13 @@ def load_cifar10(root: Path | None = None, download: str = "auto") -> Dataset:
     cls = _torchvision_class()
     base = root / "cifar-10-batches-py"
     want_download = download == "yes" or (download == "auto" and not base.is_dir())
-    parts = [_open(cls, root, train, want_download) for train in (True, False)]
+    existed = root.exists()
+    try:
+        parts = [_open(cls, root, train, want_download, download) for train in (True, False)]
+    except DataError:
+        if not existed and root.is_dir() and not any(root.iterdir()):
+            root.rmdir()  # a failed download leaves no empty data folder behind
+        raise
     images = np.concatenate([np.asarray(p.data, dtype=np.uint8) for p in parts])
     targets = np.concatenate([np.asarray(p.targets, dtype=np.int64) for p in parts])
     if images.ndim != 4 or images.shape[1:] != (32, 32, 3) or len(images) != len(targets):

@@ -30,6 +30,11 @@ def _read(path: Path) -> dict[str, np.ndarray]:
             return {k: v for k, v in loadmat(str(path)).items() if not k.startswith("__")}
     except NotImplementedError:
         raise DataError(f"{path}: MATLAB v7.3 (HDF5) files are not supported; save with -v7") from None
+    except ValueError as exc:
+        if "pickle" in str(exc):  # numpy's fallback for a file that is neither .npz nor .npy
+            raise DataError(f"cannot read feature file {path}: not a valid .npz archive (damaged, "
+                            "truncated or another format); write it with numpy.savez") from None
+        raise DataError(f"cannot read feature file {path}: {' '.join(str(exc).split())}") from None
     except Exception as exc:  # noqa: BLE001 - numpy/scipy raise many kinds on corrupt files
         raise DataError(f"cannot read feature file {path}: {type(exc).__name__}: {exc}") from None
     raise DataError(f"feature file {path} must end in .npz or .mat")
@@ -38,6 +43,9 @@ def _read(path: Path) -> dict[str, np.ndarray]:
 def labels_to_multihot(labels: np.ndarray, where: str) -> np.ndarray:
     """Class indices (n,) -> one-hot; a 0/1 matrix (n, L) passes through (validated)."""
     labels = np.asarray(labels)
+    if labels.size == 0:
+        raise DataError(f"{where}: the labels array is empty (shape {labels.shape}); every row of "
+                        "features needs a class index or a 0/1 label row")
     if labels.ndim == 2 and 1 in labels.shape and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.ndim == 1 or (labels.ndim == 2 and labels.shape[0] == 1):
@@ -66,6 +74,8 @@ def load_features_file(root: Path | None = None, path: str | None = None, featur
     if feats.ndim != 2 or not np.issubdtype(feats.dtype, np.number):
         raise DataError(f"{file}: {features_key!r} must be a numeric (n, d) array, got {feats.dtype} "
                         f"{feats.shape}")
+    if feats.size == 0:
+        raise DataError(f"{file}: {features_key!r} is empty (shape {feats.shape})")
     labels = labels_to_multihot(arrays[labels_key], str(file))
     if len(labels) != len(feats):
         raise DataError(f"{file}: {len(feats)} feature rows but {len(labels)} label rows")

@@ -84,6 +84,8 @@ def _read_array(path: Path, preferred: tuple[str, ...], kind: str) -> np.ndarray
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError, TypeError) as exc:
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        if isinstance(exc, ValueError) and "pickle" in reason:  # numpy's fallback for a non-array file
+            reason = f"not a valid {suffix} file (damaged, truncated or another format)"
         raise DataError(f"cannot read {kind} file {path}: {reason}") from None
     allowed = ".npy, .npz, .mat" + (", .txt, .csv" if kind == "label" else "")
     raise DataError(f"{kind} file {path} has an unsupported extension {suffix or '(none)'!r}; use {allowed}")
