@@ -136,6 +136,12 @@ def _data_options(args: argparse.Namespace) -> dict[str, str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import time
+
+    started = time.perf_counter()
+    if not args.quiet:  # importing the methods (torch) and loading the data take seconds
+        print(f"loading methods ({args.methods}) and dataset "
+              f"{args.dataset or args.protocol or 'digits'} ...", file=sys.stderr, flush=True)
     from hashbench import registry
     from hashbench.progress import Reporter
     from hashbench.runner import GridRunner, RunConfig
@@ -166,6 +172,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         skip_incompatible=args.methods.strip().lower() == "all",
         command="hashbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
+    if args.dry_run:
+        return _dry_run(config, args.quiet)
     executor, reporter = None, Reporter(quiet=args.quiet)
     if args.executor != "local":  # scale-out: hashbench.executors (README "Running on a cluster")
         from hashbench import executors
@@ -177,12 +185,54 @@ def cmd_run(args: argparse.Namespace) -> int:
     elif args.jobs is not None or args.ray_address is not None:
         raise UsageError("--jobs and --ray-address need --executor process or --executor ray")
     summary = GridRunner(config, reporter, executor).run()
+    _summary(summary, time.perf_counter() - started, args)
+    return 1 if summary.failed else 0
+
+
+def _summary(summary: Any, seconds: float, args: argparse.Namespace) -> None:
+    """The end of a run: counts and time, every flagged and failed trial, the next command."""
+    from hashbench.progress import duration
+
+    n = len(summary.outcomes)
     counts = ", ".join(f"{summary.count(s)} {s.lower()}" for s in ("FINISHED", "SKIPPED", "FAILED"))
-    print(f"{len(summary.outcomes)} trial{'' if len(summary.outcomes) == 1 else 's'}: {counts}",
-          file=sys.stderr)
+    print(f"{n} trial{'' if n == 1 else 's'}: {counts} in {duration(seconds)}", file=sys.stderr)
+    flagged = [o for o in summary.outcomes if o.status == "FINISHED" and o.flags]
+    if flagged:
+        print(f"{len(flagged)} flagged (runs.csv column flags after `hashbench report`):", file=sys.stderr)
+        for outcome in flagged:
+            flags = "; ".join(f"{k}: {v}" for k, v in outcome.flags.items())
+            print(f"  FLAGGED {outcome.trial.label}: {flags}", file=sys.stderr)
     for outcome in summary.failed:
         print(f"  FAILED {outcome.trial.label}: {outcome.error}", file=sys.stderr)
-    return 1 if summary.failed else 0
+    if summary.count("FINISHED") or summary.count("SKIPPED"):
+        store = [] if not args.tracking_uri else ["--tracking-uri", args.tracking_uri]
+        experiment = [] if args.experiment == "hashbench" else ["--experiment", args.experiment]
+        command = " ".join(shlex.quote(a) for a in ["hashbench", "report", *store, *experiment])
+        print(f"next: {command}", file=sys.stderr)
+
+
+def _dry_run(config: Any, quiet: bool) -> int:
+    """Print the planned grid (run or skip per trial, with an estimated time) and record nothing."""
+    from hashbench.progress import Estimates, Reporter, duration
+    from hashbench.runner import plan_grid
+
+    config.dry_run = True
+    plan = plan_grid(config, Reporter(quiet=quiet))
+    estimates = Estimates.from_store(plan.store, config.protocol.dataset) if plan.store else Estimates()
+    rows = [(o.trial.label, f"skip (finished: run {(o.run_id or '')[:8]})", "") for o in plan.skipped]
+    total, unknown = 0.0, 0
+    for spec in plan.pending:
+        guess = estimates.of(spec.method, spec.bits)
+        total += guess or 0.0
+        unknown += guess is None
+        rows.append((spec.label, "run", "?" if guess is None else f"~{duration(guess)}"))
+    width = max((len(r[0]) for r in rows), default=5)
+    print(f"dry run: protocol {config.protocol.name}, store {plan.context.tracking_uri}; nothing recorded")
+    for label, action, estimate in rows:
+        print(f"  {label:<{width}}  {action:<28}  {estimate}".rstrip())
+    tail = f" (+ {unknown} trial(s) without an earlier run to estimate from)" if unknown else ""
+    print(f"{len(plan.pending)} to run, {len(plan.skipped)} to skip; estimated {duration(total)}{tail}")
+    return 0
 
 
 def _executor_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -449,6 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="side images are resized to before AlexNet fc7 feature extraction for "
                         "shallow methods on image datasets (default: 224, as in the paper)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--dry-run", action="store_true",
+                   help="show the planned grid (run or skip per trial, estimated time from earlier "
+                        "runs in the store) and record nothing")
     p.add_argument("--executor", choices=["local", "process", "ray"], default="local",
                    help="where trials run: local (in this process, one after the other; the "
                         "default), process (a pool of --jobs worker processes on this machine), ray "

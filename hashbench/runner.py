@@ -147,6 +147,7 @@ class RunConfig:
     skip_incompatible: bool = False
     features: str = "alexnet-fc7"
     variants: bool = False  # add the protocol's "-D" runs (train.variants) of the chosen methods
+    dry_run: bool = False  # plan only (hashbench run --dry-run): nothing is trained or recorded
 
 
 @dataclass(frozen=True)
@@ -506,13 +507,14 @@ def plan_grid(config: RunConfig, reporter: Reporter) -> Plan:
             skipped.append(Outcome(spec, "SKIPPED", finished[key]))
         else:
             pending.append(spec)
-    closed = store.close_abandoned({s.run_key for s in pending})
-    store.close_abandoned_grids()
+    closed = [] if config.dry_run else store.close_abandoned({s.run_key for s in pending})
+    if not config.dry_run:
+        store.close_abandoned_grids()
     if closed:
         reporter.message(f"closed {len(closed)} RUNNING trial(s) of this grid whose process is gone "
                          "(marked KILLED); they run again now")
     parent = None
-    if pending:
+    if pending and not config.dry_run:
         grid = GridRecord(name=f"{protocol.name}: {','.join(m.meta.name for m in config.methods)}",
                           command=config.command, base_tags=base_tags,
                           host=socket.gethostname(), pid=os.getpid())
@@ -743,6 +745,7 @@ def run_grid(config: RunConfig, reporter: Reporter, executor: Executor | None = 
     executor = executor or LocalExecutor()
     outcomes: list[Outcome] = []
     reporter.start(plan.total, plan.context.protocol, plan.context.split, plan.context.tracking_uri)
+    reporter.planned(plan.pending, plan.store, plan.context.protocol.dataset)  # the ETA's queue
     index = 0
     try:
         for outcome in plan.skipped:
