@@ -843,6 +843,7 @@ def log_curve(recorder: RunRecorder, name: str, frame: Any) -> None:
         for step, value in zip(frame[step_column], frame[column], strict=True):
             recorder.log_metric(f"curve.{name}.{column}", float(value), int(step))
     recorder.flush()
+    recorder.log_curve_artifacts(name, frame)  # CSV/JSON and an MLflow figure with the real x axis
 
 
 def _protocol_dict(protocol: Protocol) -> dict[str, Any]:

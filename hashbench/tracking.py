@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import logging
 import os
@@ -85,6 +86,12 @@ PID_TAG = "hashbench.pid"                    # a later run closes it if that pro
 HEARTBEAT_TAG = "hashbench.heartbeat"        # unix seconds, renewed while a trial runs (its lease)
 MODALITIES_TAG = "hashbench.modalities"
 COMMAND_TAG = "hashbench.command"
+NOTE_TAG = "mlflow.note.content"             # the run's (or experiment's) description in the MLflow UI
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # MLflow 3: a classic ML experiment, not a GenAI one
+EXPERIMENT_KIND = "custom_model_development"
+EXPERIMENT_NOTE = ("hashbench trials: one parent run per `hashbench run`, one child run per trial "
+                   "(method, protocol, bits, seed). Compare methods: select runs, Compare; "
+                   "curves are artifacts under curves/.")
 ERROR_TAG = "hashbench.error"
 FLAG_PREFIX = "hashbench.flag."
 CONVENTION_PREFIX = "eval."
@@ -180,6 +187,9 @@ class TrialRecord:
             HOST_TAG: self.host,
             PID_TAG: str(self.pid),
             MODALITIES_TAG: self.modalities,
+            NOTE_TAG: (f"{self.display or self.title or self.method} on {self.dataset} "
+                       f"(protocol {self.protocol}), {self.bits} bits, seed {self.seed}, "
+                       f"{self.train_mode} training set"),
         }
 
     def to_mlflow(self) -> tuple[dict[str, Any], dict[str, str]]:
@@ -564,9 +574,13 @@ class Store:
                 if path is not None:
                     artifacts = (path.parent / "mlartifacts").as_uri()
                 self.experiment_id = _retry(lambda: self.client.create_experiment(
-                    experiment, artifact_location=artifacts))
+                    experiment, artifact_location=artifacts,
+                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, NOTE_TAG: EXPERIMENT_NOTE}))
             else:
                 self.experiment_id = exp.experiment_id
+                if create and EXPERIMENT_KIND_TAG not in exp.tags:  # stores made before the tag
+                    _retry(lambda: self.client.set_experiment_tag(
+                        self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND))
 
     # ------------------------------------------------------------------ queries
 
@@ -669,11 +683,27 @@ class Store:
     # ------------------------------------------------------------------ writes
 
     def start_run(self, name: str, tags: dict[str, str], parent_id: str | None = None) -> RunRecorder:
-        tags = dict(tags)
+        tags = {**_context_tags(), **tags}  # MLflow's own user / source / git commit, then ours
+        if tags.get(GIT_SHA_TAG) and "mlflow.source.git.commit" not in tags:
+            tags["mlflow.source.git.commit"] = tags[GIT_SHA_TAG].removesuffix("-dirty")
         if parent_id:
             tags[PARENT_TAG] = parent_id
         run = _retry(lambda: self.client.create_run(self.experiment_id, tags=tags, run_name=name))
-        return RunRecorder(self.client, run.info.run_id)
+        recorder = RunRecorder(self.client, run.info.run_id)
+        recorder.note = tags.get(NOTE_TAG, "")
+        return recorder
+
+
+@functools.cache
+def _context_tags() -> dict[str, str]:
+    """The tags ``mlflow.start_run`` would set from MLflow's run context providers (user,
+    source name and type, git commit of the source), resolved once per process."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    try:
+        return dict(resolve_tags())
+    except Exception:  # noqa: BLE001 - a context provider failing must not stop a run
+        return {}
 
 
 class RunRecorder:
@@ -684,6 +714,8 @@ class RunRecorder:
         self.run_id = run_id
         self._buffer: list[Any] = []
         self._last_flush = time.monotonic()
+        self.note = ""  # the run description; end() adds the MAP when one was logged
+        self._map: float | None = None
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -704,6 +736,8 @@ class RunRecorder:
         from mlflow.entities import Metric
 
         self._buffer.append(Metric(metric_key(name), float(value), int(time.time() * 1000), step))
+        if name == "map":
+            self._map = float(value)
         if len(self._buffer) >= 500 or time.monotonic() - self._last_flush > 10:
             self.flush()
 
@@ -727,10 +761,38 @@ class RunRecorder:
     def log_json(self, obj: Any, name: str) -> None:
         self.log_text(json.dumps(obj, indent=2, sort_keys=True, default=str), name)
 
+    def log_curve_artifacts(self, name: str, frame: Any) -> None:
+        """A curve as ``curves/<name>.csv`` and ``.json`` and an MLflow figure
+        ``curves/<name>.png`` with its real x axis (K, or recall over the Hamming radii): the
+        metric histories of the same curve show MLflow's "Step" instead."""
+        self.log_text(frame.to_csv(index=False), f"curves/{name}.csv")
+        self.log_text(frame.to_json(orient="records"), f"curves/{name}.json")
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(4.5, 3.2))  # fixed margins: a layout engine doubles the cost per trial
+        ax = fig.add_axes((0.14, 0.14, 0.82, 0.76))
+        step, *values = list(frame.columns)
+        if {"precision", "recall"} <= set(values) and step == "radius":
+            ax.plot(frame["recall"], frame["precision"], marker="o", markersize=3)
+            ax.set_xlabel("recall")
+            ax.set_ylabel("precision")
+            ax.set_title(f"precision-recall, Hamming radius 0..{int(frame[step].max())}", fontsize=9)
+        else:
+            for column in values:
+                ax.plot(frame[step], frame[column], label=column)
+            ax.set_xlabel(step)
+            ax.legend(frameon=False)
+            ax.set_title(name)
+        ax.grid(alpha=0.3)
+        _retry(lambda: self.client.log_figure(self.run_id, fig, f"curves/{name}.png"))
+
     def end(self, status: str = "FINISHED") -> None:
-        """Flush and close the run with FINISHED, FAILED or KILLED."""
+        """Flush and close the run with FINISHED, FAILED or KILLED (the description gains the
+        MAP of a finished trial)."""
         try:
             self.flush()
+            if self.note and self._map is not None and status == "FINISHED":
+                self.set_tags({NOTE_TAG: f"{self.note}: MAP {self._map:.4f}"})
         finally:
             _retry(lambda: self.client.set_terminated(self.run_id, status=status))
 
