@@ -15,6 +15,7 @@ import pytest
 from hashbench import registry
 from hashbench.api import RunContext
 from hashbench.datasets import load
+from hashbench.deep import batch_bounds
 from hashbench.evaluation import Conventions, evaluate
 from hashbench.protocol import parse_protocol
 from hashbench.runner import fit_and_encode
@@ -92,3 +93,57 @@ def test_fashion_mnist_orderings_hold_at_32_bits(tmp_path, monkeypatch):
     assert itq > lsh, (itq, lsh)
     assert sdh > itq + 0.1, (sdh, itq)
     assert adsh > itq + 0.2, (adsh, itq)
+
+
+# The Fashion-MNIST settings of the deep baselines (results/fashion-mnist/README.md, chosen on a
+# validation split carved from the database): training length in SGD steps, epochs x batches per
+# epoch with the protocol's 5,000 training points (40 batches of 128), and DSH's lower rate (0.1
+# diverged at 48 bits). The test trains on 1,000 points (8 batches an epoch): five times the epochs.
+FASHION_DEEP = {
+    "dpsh": (100 * 40, {}),
+    "dsh": (50 * 40, {"learning_rate": 0.05, "learning_rate_end": 0.005}),
+    "dhn": (150 * 40, {}),
+}
+
+
+@pytest.fixture(scope="module")
+def fashion_small(tmp_path_factory):
+    """5,500 Fashion-MNIST images, pixels-pca features: 500 queries, 5,000 database, 1,000 training."""
+    from hashbench import extractors
+    from hashbench.datasets import Dataset
+    from hashbench.protocol import materialise
+
+    full = _fashion_mnist()
+    rows = np.sort(np.random.default_rng(1).choice(len(full), 5_500, replace=False))
+    small = Dataset("fashion-mnist-5k", full.labels[rows], images=full.images[rows])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HASHBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+        features = extractors.extract(small, "pixels-pca")
+    small.provide("features", lambda: features)
+    protocol = _protocol("fm5k", "fashion-mnist", query={"per_class": 50},
+                         train={"mode": "sampled", "per_class": 100})
+    split = materialise(protocol, small.labels)
+    assert len(split.query) == 500 and len(split.database) == 5_000 and len(split.train) == 1_000
+    return small, split
+
+
+def _fashion_score(data, split, name, bits, **params):
+    q, d, _ = fit_and_encode(registry.get(name)(bits=bits, **params), data, split, RunContext(seed=0))
+    result = evaluate(q, d, data.labels[split.query], data.labels[split.database], map_only=True)
+    return result.metrics["map"], len(np.unique(d, axis=0))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(FASHION_DEEP))
+def test_fashion_mnist_deep_baselines_learn_with_their_calibrated_length(fashion_small, name):
+    """Each symmetric deep baseline, with its Fashion-MNIST settings, beats ITQ by a clear margin
+    at 32 bits and does not collapse (on 1,000 training points DHN is the weakest: 0.59 against
+    ITQ's 0.46 when written; DPSH 0.74, DSH 0.70 at the digits rate)."""
+    data, split = fashion_small
+    itq, _ = _fashion_score(data, split, "itq", 32)
+    batches = len(batch_bounds(len(split.train), 128))
+    steps, params = FASHION_DEEP[name]
+    deep, distinct = _fashion_score(data, split, name, 32, epochs=steps // batches, **params)
+    print(f"fashion-mnist 5k, 32 bits: ITQ {itq:.4f} {name} {deep:.4f} ({distinct} distinct codes)")
+    assert deep > itq + 0.1, (name, deep, itq)
+    assert distinct >= 10, (name, distinct)  # ten classes need at least ten codes
