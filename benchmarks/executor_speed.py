@@ -15,7 +15,7 @@ otherwise pay for only once (numba's compiled kernels on disk, the page cache of
     .venv/bin/python benchmarks/executor_speed.py --methods itq,lsh,sdh --seeds 0,1,2 \\
         --executors local,process,ray --tracking-uri http://127.0.0.1:5000        # the issue-19 grid
 
-Needs psutil (``pip install psutil``) for the memory column; ``ray`` for ``--executors ...,ray``.
+Needs psutil (``pip install -e ".[bench]"``) for the memory column; ``ray`` for ``--executors ...,ray``.
 With a ``sqlite:`` store (the default: a temporary file) the Ray executor runs with
 ``--allow-local-store`` (one machine, one path).
 """
