@@ -139,7 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import time
 
     started = time.perf_counter()
-    if not args.quiet:  # importing the methods (torch) and loading the data take seconds
+    if not args.quiet and sys.stderr.isatty():  # importing torch and loading the data take seconds
         print(f"loading methods ({args.methods}) and dataset "
               f"{args.dataset or args.protocol or 'digits'} ...", file=sys.stderr, flush=True)
     from hashbench import registry
