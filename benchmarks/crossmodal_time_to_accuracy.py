@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import ast
 import csv
+import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,13 @@ class Curve:
     t2i: list[float] = field(default_factory=list)
     stopped: bool = False
     last_seconds: float = 0.0
+    steps: int = 0  # epochs (DCMH) or outer iterations (DDASH) trained
+    peak_rss_mb: float = 0.0
+
+    @property
+    def per_step(self) -> float:
+        """Training seconds per epoch (DCMH) or outer iteration (DDASH)."""
+        return self.last_seconds / self.steps if self.steps else float("nan")
 
     @property
     def maps(self) -> list[float]:
@@ -162,6 +170,7 @@ def run_one(name: str, train: np.ndarray, full: bool, data: Data, bits: int, see
 
     def on_epoch(step: int, elapsed: float, fitted: Any) -> None:
         curve.last_seconds = elapsed
+        curve.steps = step + 1
         if elapsed >= next_eval[0] or elapsed > budget:
             record(elapsed, fitted)
         if elapsed > budget:
@@ -174,6 +183,7 @@ def run_one(name: str, train: np.ndarray, full: bool, data: Data, bits: int, see
     else:
         if not curve.seconds or curve.seconds[-1] < curve.last_seconds:
             record(curve.last_seconds, method)
+    curve.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return curve
 
 
@@ -228,12 +238,16 @@ def main() -> None:
               f"{' (stopped at the budget)' if curve.stopped else ''}, best mean MAP {curve.best:.4f}",
               flush=True)
 
-    print(f"\n{'method':8s} {'train':>9s} {'best':>7s} {'I->T':>7s} {'T->I':>7s} {'at':>9s}")
+    print(f"\n{'method':8s} {'train':>9s} {'best':>7s} {'I->T':>7s} {'T->I':>7s} {'at':>9s} {'steps':>6s} "
+          f"{'s/step':>7s} {'peak RSS':>9s}")
     for c in curves:
         k = int(np.argmax(c.maps)) if c.maps else 0
         print(f"{c.label:8s} {fmt(c.seconds[-1] if c.seconds else None)} {c.best:7.4f} "
               f"{c.i2t[k] if c.maps else float('nan'):7.4f} {c.t2i[k] if c.maps else float('nan'):7.4f} "
-              f"{fmt(c.time_to(c.best) if c.maps else None)}{'  stopped' if c.stopped else ''}")
+              f"{fmt(c.time_to(c.best) if c.maps else None)} {c.steps:6d} {c.per_step:7.2f} "
+              f"{c.peak_rss_mb:7.0f}MB{'  stopped' if c.stopped else ''}")
+    print("steps: epochs (DCMH) or outer iterations (DDASH) trained; s/step: training seconds per step; "
+          "peak RSS: the process's peak resident memory when the method ended (monotone over the runs)")
     ddash = curves[0]
     if ddash.maps:
         print(f"\ntime to the highest mean MAP both reach (the lower of the two best, less {args.tolerance}):"
