@@ -257,6 +257,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def cmd_new_method(args: argparse.Namespace) -> int:
+    from hashbench import scaffold
+
+    directory = Path(args.dir)
+    written = scaffold.write(args.name, directory, Path(args.tests_dir) if args.tests_dir else None)
+    print("wrote " + ", ".join(str(p) for p in written))
+    print(f"next: fill in {written[0].name}, then `python -m pytest {written[1]}`"
+          + ("" if directory.name == "methods" else
+             "; to use it in runs, put it in methods/ or register it as a plugin (README, Adding a method)"))
+    return 0
+
+
 def cmd_data_check(args: argparse.Namespace) -> int:
     import json
 
@@ -451,6 +463,17 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Exit 1 when a check fails.")
     p.add_argument("method", help="method id (see `hashbench list`)")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("new-method", help="write a method file to fill in and its conformance test",
+                       description="Write <dir>/<name>.py (a working supervised linear method on "
+                                   "features that passes the conformance suite: a template to fill "
+                                   "in) and <tests-dir>/test_<name>.py (runs every conformance "
+                                   "check on it). Nothing existing is overwritten.")
+    p.add_argument("name", help="the new method's id (lower case, e.g. myhash)")
+    p.add_argument("--dir", default=".", metavar="DIR",
+                   help="where the method file goes (default: here; methods/ in a checkout)")
+    p.add_argument("--tests-dir", metavar="DIR", help="where the test goes (default: --dir)")
+    p.set_defaults(func=cmd_new_method)
 
     p = sub.add_parser(
         "run", help="train and evaluate methods x bits x seeds under a protocol",
