@@ -9,6 +9,7 @@ template for methods built this way.
 Public API (kept small on purpose; FastH and later methods reuse it):
 
 ``BoostedTrees(n_rounds=200, max_depth=4, learning_rate=0.1, feature_fraction=1.0, ...)``
+    (the methods pass ``feature_fraction=None``: :func:`auto_feature_fraction`)
     One LightGBM binary classifier per bit, label ``B[:, k] > 0`` (the ADSH paper's
     "boosted decision tree for out-of-sample extension", with FastH's setting of 200 rounds
     of depth-4 trees). ``fit(x, codes, seed=, sample_weight=)`` fits every bit;
@@ -66,6 +67,42 @@ _SMALL_PROBLEM_CELLS = 4_000_000
 # Rows LightGBM samples to place the histogram bin edges (its default, 200,000, keeps a float64
 # copy of every sampled value: 6 GiB at 193,734 x 4,096); quantiles need far fewer.
 _BIN_SAMPLE_ROWS = 20_000
+# feature_fraction=None ("auto", issue 14): each tree samples max(256 features, 10 % of them),
+# all of them up to 256 dims (auto_feature_fraction).
+AUTO_MIN_FEATURES = 256
+AUTO_MIN_FRACTION = 0.1
+
+
+def auto_feature_fraction(d: int) -> float:
+    """The per-tree feature fraction that ``feature_fraction=None`` picks for ``d`` inputs:
+    ``min(1, max(0.1, 256 / d))``: every feature up to 256 dims, 256 of them up to 2,560
+    dims, a tenth above (4,096-d fc7 features: 410 per tree).
+
+    Chosen by measurement (issue 14; LFH codes, 200 rounds of depth-4 trees, one seed; MAP
+    of tree-coded queries against the tree-coded database / against the learned codes as a
+    "-D" database; a shared 2-core machine at load 12-25, so the times are rough):
+
+    * synthetic CIFAR-shaped features (``benchmarks/paper_cost.py``'s generator) at 1,024
+      dims, 2,000 training points, 12 bits: fraction 1.0 / 0.25 (this rule) / 0.1: MAP
+      0.7994 / 0.7989 / 0.7988, "-D" 0.8792 / 0.8770 / 0.8732, fit 1,373 / 396 / 187 s. A
+      tenth of 1,024 (102 features) is at the edge of the 0.005 tolerance on the "-D" side,
+      hence the floor of 256 features per tree;
+    * Fashion-MNIST HOG (1,296 dims; this rule: 0.198), 5,000 training points, 12 bits:
+      fraction 1.0 / 0.25 / 0.1 / 0.05: MAP 0.7444 / 0.7430 / 0.7426 / 0.7373, "-D" 0.7893 /
+      0.7889 / 0.7882 / 0.7838, fit 2,280 / 301 / 111 / 221 s (the reference in its own
+      process at a higher load: the ratio is rough). 0.05 (65 features) is outside the
+      tolerance;
+    * at 4,096 dims (this rule: 0.1, 410 features per tree) the 200-round reference fit did not
+      finish on the shared machine, so the MAP there rests on the floor above; one-process
+      timing at 5,000 x 4,096 (load about 4): 0.89 s per round with every feature, 0.27 s at
+      0.25, 0.086 s at 0.1 (10x).
+
+    Rejected: early stopping (20 rounds on a 10 % hold-out) kept 184 of 200 rounds and lost
+    0.011 MAP on HOG; ``max_bin=63`` with a tenth of the features (HOG: MAP 0.7474 against
+    0.7426 without it) was not faster under this load; the PCA-128 inputs lost 0.022 MAP on
+    Fashion-MNIST pixels and XGBoost's multi-output trees were slower (earlier measurements).
+    """
+    return float(min(1.0, max(AUTO_MIN_FRACTION, AUTO_MIN_FEATURES / max(int(d), 1))))
 
 
 def default_threads() -> int:
@@ -116,7 +153,9 @@ class BoostedTrees:
     * ``early_stopping_rounds``: if > 0, ``validation_fraction`` of the training rows (a
       seeded draw) are held out and boosting stops once their log-loss has not improved for
       that many rounds; the model keeps the best round.
-    * ``feature_fraction``: LightGBM's per-tree feature sampling (seeded); ``max_bin``: the
+    * ``feature_fraction``: LightGBM's per-tree feature sampling (seeded); ``None`` picks
+      :func:`auto_feature_fraction` of the tree inputs' dimension (kept as
+      ``feature_fraction_``), the methods' default since issue 14; ``max_bin``: the
       histogram bins per feature; ``bagging_fraction`` < 1: each round's tree sees that
       fraction of the rows (LightGBM bagging, redrawn every round, seeded by the bit's seed),
       for the "-D" fits on a whole database (issue 14; off by default).
@@ -126,7 +165,8 @@ class BoostedTrees:
     """
 
     def __init__(self, n_rounds: int = 200, max_depth: int = 4, learning_rate: float = 0.1,
-                 feature_fraction: float = 1.0, min_child_samples: int = 20, max_bin: int = 255,
+                 feature_fraction: float | None = 1.0, min_child_samples: int = 20,
+                 max_bin: int = 255,
                  n_jobs: int | None = None, pca_dims: int | None = None,
                  backend: str = "lightgbm", early_stopping_rounds: int = 0,
                  validation_fraction: float = 0.1, device: str = "auto",
@@ -145,6 +185,7 @@ class BoostedTrees:
         self.device = device
         self.bagging_fraction = bagging_fraction
         self.models_: list[Any] = []
+        self.feature_fraction_: float | None = None
         self.projection_: PrincipalProjection | None = None
         self.rounds_: list[int] = []
         self._train_set: Any = None
@@ -164,7 +205,7 @@ class BoostedTrees:
             "num_leaves": 2 ** self.max_depth,
             "max_depth": self.max_depth,
             "min_data_in_leaf": self.min_child_samples,
-            "feature_fraction": self.feature_fraction,
+            "feature_fraction": self.feature_fraction_ or 1.0,
             "num_threads": threads,
             "deterministic": True,
             "force_col_wise": True,
@@ -179,6 +220,8 @@ class BoostedTrees:
                               f"got {self.backend!r}")
         if self.pca_dims is not None and self.pca_dims < 1:
             raise ConfigError(f"pca_dims must be positive or None, got {self.pca_dims}")
+        if self.feature_fraction is not None and not 0.0 < self.feature_fraction <= 1.0:
+            raise ConfigError(f"feature_fraction must be in (0, 1] or None, got {self.feature_fraction}")
         if not 0.0 < self.bagging_fraction <= 1.0:
             raise ConfigError(f"bagging_fraction must be in (0, 1], got {self.bagging_fraction}")
         if self.early_stopping_rounds and not 0.0 < self.validation_fraction < 0.5:
@@ -199,6 +242,10 @@ class BoostedTrees:
         self._train_ref = weakref.ref(x)
         return self._reduced
 
+    def _resolve_fraction(self, inputs: np.ndarray) -> None:
+        self.feature_fraction_ = (auto_feature_fraction(inputs.shape[1]) if self.feature_fraction is None
+                                  else float(self.feature_fraction))
+
     def _tree_inputs(self, x: np.ndarray) -> np.ndarray:
         return x if self.projection_ is None else self.projection_.transform(x)
 
@@ -213,7 +260,7 @@ class BoostedTrees:
                         "bin_construct_sample_cnt": _BIN_SAMPLE_ROWS,
                         "num_threads": self._threads(x.size),
                         "min_data_in_leaf": self.min_child_samples},
-            )
+            ).construct()  # bin now: the benchmark times binning apart from boosting
             self._train_ref = weakref.ref(key)  # identity only: never keeps the features alive
             self._weighted = False
         else:
@@ -238,6 +285,7 @@ class BoostedTrees:
             self.models_.append(1.0 if label[0] > 0 else -1.0)
             return np.full(len(x), 1 if label[0] > 0 else -1, dtype=np.int8)
         inputs = self._inputs(x, seed)
+        self._resolve_fraction(inputs)
         booster = self._train(inputs, x, label, seed, sample_weight)
         return binarize(booster.predict(inputs, raw_score=True,
                                         num_threads=self._threads(inputs.size)))
@@ -287,6 +335,7 @@ class BoostedTrees:
         self.models_, self.rounds_ = [], []
         self.release()
         inputs = self._inputs(x, seed)
+        self._resolve_fraction(inputs)
         weights = None if sample_weight is None else np.asarray(sample_weight, np.float64)
         if self.backend == "xgboost-multi":
             if weights is not None and weights.ndim == 2:
@@ -315,7 +364,7 @@ class BoostedTrees:
             "tree_method": "hist", "multi_strategy": "multi_output_tree",
             "objective": "binary:logistic", "eval_metric": "logloss",
             "max_depth": self.max_depth, "eta": self.learning_rate, "max_bin": self.max_bin,
-            "min_child_weight": 0.0, "colsample_bytree": self.feature_fraction,
+            "min_child_weight": 0.0, "colsample_bytree": self.feature_fraction_ or 1.0,
             "nthread": self._threads(inputs.size), "seed": seed, "device": device,
         }
         kept = np.flatnonzero(~constant)
@@ -556,6 +605,8 @@ class TwoStepHasher(AsymmetricHasher):
         extension = self._extension(*x.shape)
         targets = codes if isinstance(extension, BoostedTrees) else self._regression_targets(codes)
         extension.fit(x, targets, seed=int(ctx.rng.integers(2**31 - 1)))
+        if isinstance(extension, BoostedTrees):  # what the trees ran with (None = auto)
+            ctx.log_metric("tree_feature_fraction", float(extension.feature_fraction_ or 1.0), 0)
         self.codes_ = codes
         self.learned_indices_ = np.asarray(data.train.indices)
         self.extension_ = extension

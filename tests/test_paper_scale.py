@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hashbench.errors import ConfigError
-from hashbench.oos import BoostedTrees, PrincipalProjection
+from hashbench.oos import BoostedTrees, PrincipalProjection, auto_feature_fraction
 
 
 def _problem(n: int = 600, d: int = 40, bits: int = 6, seed: int = 0):
@@ -113,3 +113,47 @@ def test_bagging_is_seeded_and_checked():
     assert np.mean(np.where(first > 0, 1, -1) == codes) > 0.9
     with pytest.raises(ConfigError):
         BoostedTrees(bagging_fraction=0.0).fit(x, codes)
+
+
+def test_auto_feature_fraction_keeps_low_dimensional_inputs_whole():
+    assert auto_feature_fraction(16) == 1.0
+    assert auto_feature_fraction(256) == 1.0
+    assert auto_feature_fraction(1296) == pytest.approx(256 / 1296)
+    assert auto_feature_fraction(4096) == 0.1  # fc7: 410 features per tree
+    x, codes = _problem()  # 40 dims: the auto setting is the reference setting
+    auto = BoostedTrees(n_rounds=20, feature_fraction=None).fit(x, codes, seed=2)
+    whole = BoostedTrees(n_rounds=20).fit(x, codes, seed=2)
+    assert auto.feature_fraction_ == 1.0
+    np.testing.assert_array_equal(auto.decision_function(x), whole.decision_function(x))
+
+
+def test_auto_feature_fraction_samples_wide_inputs_and_still_fits():
+    x, codes = _low_rank(400, seed=0, d=3000, bits=3)
+    trees = BoostedTrees(n_rounds=30, feature_fraction=None)
+    out = trees.fit_bit(x, codes[:, 0], seed=1)  # FastH's bit-by-bit path too
+    trees.release()
+    assert trees.feature_fraction_ == 0.1
+    assert np.mean(out == codes[:, 0]) > 0.9
+    fitted = BoostedTrees(n_rounds=30, feature_fraction=None).fit(x, codes, seed=1)
+    assert np.mean(fitted.predict(x) == codes) > 0.9
+    with pytest.raises(ConfigError):
+        BoostedTrees(feature_fraction=0.0).fit(x, codes)
+
+
+@pytest.mark.parametrize("name", ["lfh", "cosdish", "fasth"])
+def test_tree_methods_default_to_auto_features_and_log_the_fraction(name):
+    from hashbench import registry
+    from hashbench.api import RunContext
+    from hashbench.testing import training_view
+
+    cls = registry.get(name)
+    assert cls().get_params()["tree_feature_fraction"] is None
+    rng = np.random.default_rng(0)
+    labels = np.eye(3, dtype=np.uint8)[rng.integers(0, 3, 90)]
+    x = (labels @ rng.standard_normal((3, 64)) + 0.5 * rng.standard_normal((90, 64))).astype(np.float32)
+    data = training_view(x, labels)
+    logged = {}
+    rounds = {"fasth": {"n_rounds": 5}}.get(name, {"tree_rounds": 5})
+    method = cls(bits=4, **rounds)
+    method.fit(data, RunContext(seed=0, log_metric=lambda k, v, s: logged.setdefault(k, v)))
+    assert logged["tree_feature_fraction"] == 1.0  # 64 dims: every feature
