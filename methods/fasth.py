@@ -61,8 +61,10 @@ principal components of the standardised features (:class:`hashbench.oos.Princip
 instead of all inputs; a boosting round costs about linear in the input dimension. Measured
 (LFH codes, 5,000 training points, 12 bits, 200 rounds): Fashion-MNIST pixels, 784 -> 128
 dims, 135 s -> 27 s but MAP 0.596 -> 0.574 (outside the 0.005 tolerance), hence not the
-default. ``tree_backend="xgboost-multi"`` (one multi-output XGBoost ensemble for all bits) is
-offered too; on 5,000 x 128 at 48 bits it was slower than per-bit LightGBM (386 s vs 158 s).
+default. (LFH and COSDISH also offer ``tree_backend="xgboost-multi"``, one multi-output XGBoost
+ensemble for all bits; FastH's bit-by-bit trees need one model per bit, and on 5,000 x 128 at
+48 bits it was slower than per-bit LightGBM anyway, 386 s vs 158 s.) ``tree_max_bin``: the
+histogram bins per feature (255).
 
 Cost: every bit touches all n^2 pairs (never an n x n matrix): step 1 is block-wise (one
 block per class, a unary sum over all n points per block row), so time is O(n^2) per bit and
