@@ -745,7 +745,7 @@ LATEX_PREAMBLE = ("% hashbench report tables: needs \\usepackage{booktabs,graphi
 CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5em 2em;color:#222}
 h2{margin-top:1.6em}
-table.report{border-collapse:collapse;margin:0.6em 0;font-size:14px;width:100%}
+table.report{border-collapse:collapse;margin:0.6em 0;font-size:15px;min-width:50%;max-width:100%}
 table.report th,table.report td{border-bottom:1px solid #ddd;padding:5px 8px;white-space:nowrap;
   font-variant-numeric:tabular-nums}
 table.report td{text-align:right} table.report th{text-align:center}
@@ -754,8 +754,10 @@ table.report td.best{font-weight:bold} table.report td.tie{text-decoration:under
 table.report td.flag{background:#fff3cd} table.report a{color:inherit;text-decoration:inherit}
 table.report caption{caption-side:bottom;text-align:left;font-size:13px;color:#444;padding-top:4px}
 .provenance{font-size:12px;color:#777} figure{margin:1.5em 0} figcaption{font-size:13px;color:#444}
-img{width:100%;max-width:1100px;border:1px solid #eee}
+img{max-width:100%;height:auto;border:1px solid #eee}
 """
+
+FIGURE_ZOOM = 1.6  # print-size figures (points) drawn larger on screen, never wider than the page
 
 SORT_SCRIPT = """
 document.querySelectorAll('table.sortable').forEach(function(t){
@@ -785,10 +787,13 @@ def to_html(tables: list[Table], figures: dict[str, Path], ui: str | None = None
     for title, path in figures.items():
         svg = path.with_suffix(".svg")
         source, mime = (svg, "image/svg+xml") if svg.exists() else (path, "image/png")
-        data = base64.b64encode(source.read_bytes()).decode()
+        raw = source.read_bytes()
+        data = base64.b64encode(raw).decode()
+        width = re.search(rb'width="([\d.]+)pt"', raw[:2000]) if mime == "image/svg+xml" else None
+        size = f" width='{round(float(width.group(1)) * 4 / 3 * FIGURE_ZOOM)}'" if width else ""
         note = path.with_suffix(".txt")
         text = note.read_text(encoding="utf-8") if note.exists() else ""
-        parts.append(f"<figure><h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' "
+        parts.append(f"<figure><h2>{html.escape(title)}</h2><img{size} alt='{html.escape(title)}' "
                      f"src='data:{mime};base64,{data}'><figcaption>{html.escape(text)}</figcaption></figure>")
     parts.append(f"<script>{SORT_SCRIPT}</script></body></html>")
     return "".join(parts)
