@@ -540,6 +540,13 @@ def latex_escape(text: str) -> str:
     return _LATEX_PATTERN.sub(lambda m: _LATEX_SPECIALS[m.group(0)], text)
 
 
+def _latex_symbols(text: str) -> str:
+    """The non-ASCII symbols of the report (→, ±, ≥, Δ, –) as LaTeX math, in escaped text."""
+    for symbol in ("±", "→", "≥", "Δ", "–"):
+        text = text.replace(symbol, _LATEX_SPECIALS[symbol])
+    return text
+
+
 def latex_label(table: Table) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", f"{table.title} {table.metric}".lower()).strip("-")
     groups = re.sub(r"[^a-z0-9]+", "-", "-".join(g.protocol for g in table.groups).lower()).strip("-")
@@ -585,7 +592,7 @@ def to_latex(table: Table) -> str:
     styler = (frame.style.format_index(escape="latex", axis=0).format_index(escape="latex", axis=1)
               .apply(lambda _: style_frame, axis=None))
     tabular = styler.to_latex(column_format="l" + "r" * len(columns), hrules=True, multicol_align="c")
-    tabular = _cmidrules(tabular, table)
+    tabular = _latex_symbols(_cmidrules(tabular, table))  # Styler escapes specials, not → or ±
     wide = len(columns) > 4
     env, width = ("table*", r"\textwidth") if wide else ("table", r"\columnwidth")
     notes = caption(table)
@@ -593,7 +600,7 @@ def to_latex(table: Table) -> str:
         notes += " † collapsed or failed runs in the cell (see runs.csv)."
     if common_n is None:
         notes += " n: the number of seeds where it differs."
-    lines = ["% " + line for line in provenance(table)]
+    lines = ["% " + _latex_symbols(line) for line in provenance(table)]
     lines += [rf"\begin{{{env}}}[t]", r"\centering", rf"\caption{{{latex_escape(notes)}}}",
               rf"\label{{{latex_label(table)}}}", r"\smallskip",
               rf"\resizebox{{\ifdim\width>{width}{width}\else\width\fi}}{{!}}{{%",
