@@ -56,6 +56,7 @@ import numpy as np
 
 from hashbench import registry
 from hashbench.api import RunContext, trial_data
+from hashbench.errors import DivergedError
 from hashbench.evaluation import evaluate
 
 EVAL_GROWTH = 1.05
@@ -78,6 +79,7 @@ class Curve:
     i2t: list[float] = field(default_factory=list)
     t2i: list[float] = field(default_factory=list)
     stopped: bool = False
+    diverged: str = ""  # the DivergedError's message when training diverged
     last_seconds: float = 0.0
     steps: int = 0  # epochs (DCMH) or outer iterations (DDASH) trained
     peak_rss_mb: float = 0.0
@@ -180,6 +182,8 @@ def run_one(name: str, train: np.ndarray, full: bool, data: Data, bits: int, see
         method.fit(view, RunContext(seed=seed, device=device, on_epoch=on_epoch))
     except _OutOfTime:
         curve.stopped = True
+    except DivergedError as error:  # a result too: the curve so far, and why it ended
+        curve.diverged = str(error)
     else:
         if not curve.seconds or curve.seconds[-1] < curve.last_seconds:
             record(curve.last_seconds, method)
@@ -235,7 +239,8 @@ def main() -> None:
         curves.append(curve)
         print(f"  {curve.label:8s} done: {len(curve.maps)} evaluations, training "
               f"{curve.seconds[-1] if curve.seconds else 0:.1f} s (wall {time.perf_counter() - start:.0f} s)"
-              f"{' (stopped at the budget)' if curve.stopped else ''}, best mean MAP {curve.best:.4f}",
+              f"{' (stopped at the budget)' if curve.stopped else ''}, best mean MAP {curve.best:.4f}"
+              f"{'; ' + curve.diverged if curve.diverged else ''}",
               flush=True)
 
     print(f"\n{'method':8s} {'train':>9s} {'best':>7s} {'I->T':>7s} {'T->I':>7s} {'at':>9s} {'steps':>6s} "
