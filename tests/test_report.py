@@ -262,3 +262,13 @@ def test_runs_csv_has_hyper_parameters_iso_times_and_no_curve_columns(tmp_path):
     runs = pd.read_csv(tmp_path / "o" / "runs.csv")
     assert "hp.n_iter" in runs.columns and not [c for c in runs.columns if c.startswith("metric.curve.")]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", runs["start_time"].iloc[0])
+
+
+def test_html_cells_link_to_their_runs_on_an_mlflow_server(store):
+    (table,) = report.build_tables(report.collect(store), "map")
+    page = report.to_html_table(table, ui="http://mlflow:5000", experiment_id="7")
+    cell = table.groups[0].cells[("LFH", 12)]
+    assert len(cell.run_ids) == 3
+    runs = ",".join(f'&quot;{r}&quot;' for r in cell.run_ids)
+    assert f"http://mlflow:5000/#/compare-runs?runs=[{runs}]&amp;experiments=[&quot;7&quot;]" in page
+    assert "<a href=" not in report.to_html_table(table)  # a local store has no UI address
