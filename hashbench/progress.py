@@ -108,7 +108,8 @@ class Reporter:
         self._line(
             f"protocol {protocol.name} on {protocol.dataset}: {len(split.query)} queries, "
             f"{len(split.database)} database, {len(split.train)} training "
-            f"({split.train_mode}); split {split.sha256[:12]}"
+            f"({split.train_mode}); split {split.sha256[:12]} (evaluation split {split.eval_sha256[:12]}, "
+            "the one reports compare)"
         )
         self._line(f"store {store_uri}; {total} trials")
         if self.interactive and not self.quiet:

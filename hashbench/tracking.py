@@ -274,6 +274,9 @@ class GridRecord:
 # MLflow and alembic are chatty at INFO when a store is created.
 for _name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking"):
     logging.getLogger(_name).setLevel(logging.WARNING)
+# MLflow logs every database error with its traceback before raising it; hashbench turns the
+# ones a user can fix (a full disk, a read-only store) into one line, and the rest propagate.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 def metric_key(name: str) -> str:
@@ -439,31 +442,34 @@ _FULL = ("database or disk is full", "no space left", "disk quota")
 _READ_ONLY = ("readonly database", "read-only", "unable to open database file")
 
 
-def _write_problem(exc: Exception) -> StoreError | None:
+def _write_problem(exc: Exception, uri: str = "") -> StoreError | None:
     """A store write that failed for a reason retrying cannot fix, as one line (or None)."""
     text = " ".join(str(exc).split()).lower()
+    store = f"the MLflow store {_sqlite_path(uri) or uri}" if uri else "the MLflow store"
+    rerun = "free space and rerun (the trials that did not finish run again)"
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return StoreError(os_error_line(exc, "cannot write the MLflow store or its artifacts:")
-                          + "; free space and rerun: the trials that did not finish run again")
+        return StoreError(os_error_line(exc, f"cannot write {store} or its artifacts:") + f"; {rerun}")
     if any(s in text for s in _FULL):
-        return StoreError("cannot write the MLflow store: the disk is full; free space and rerun "
-                          "(the trials that did not finish run again)")
+        return StoreError(f"cannot write {store}: the disk is full; {rerun}")
+    if "disk i/o error" in text:
+        return StoreError(f"cannot write {store}: disk I/O error (a full disk or a failing device); {rerun}")
     if any(s in text for s in _READ_ONLY):
-        return StoreError("cannot write the MLflow store: it is read-only here (no write access to "
-                          "its file or folder); give --tracking-uri to record elsewhere")
+        return StoreError(f"cannot write {store}: it is read-only here (no write access to its file or "
+                          "folder); `hashbench report` can still read it; give --tracking-uri to record "
+                          "elsewhere")
     if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return StoreError(os_error_line(exc, "cannot write the MLflow store's artifacts:"))
+        return StoreError(os_error_line(exc, f"cannot write the artifacts of {store}:"))
     return None
 
 
-def _retry(call: Callable[[], T], attempts: int = 8) -> T:
+def _retry(call: Callable[[], T], attempts: int = 8, uri: str = "") -> T:
     """Retry a store call that failed because SQLite was locked by another process; a full
     disk or a read-only store is a :class:`~hashbench.errors.StoreError` at once."""
     for attempt in range(attempts):
         try:
             return call()
         except Exception as exc:  # noqa: BLE001 - mlflow wraps driver errors variously
-            problem = _write_problem(exc)
+            problem = _write_problem(exc, uri)
             if problem is not None:
                 raise problem from None
             if "locked" not in str(exc).lower() or attempt == attempts - 1:
@@ -558,7 +564,7 @@ class Store:
                 except OSError as exc:
                     raise StoreError(_folder_problem(path.parent, exc)) from None
                 except Exception as exc:  # noqa: BLE001 - sqlalchemy/alembic raise many kinds
-                    problem = _write_problem(exc)
+                    problem = _write_problem(exc, self.uri)
                     if problem is None:
                         raise
                     raise problem from None
@@ -575,12 +581,12 @@ class Store:
                     artifacts = (path.parent / "mlartifacts").as_uri()
                 self.experiment_id = _retry(lambda: self.client.create_experiment(
                     experiment, artifact_location=artifacts,
-                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, NOTE_TAG: EXPERIMENT_NOTE}))
+                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, NOTE_TAG: EXPERIMENT_NOTE}), uri=self.uri)
             else:
                 self.experiment_id = exp.experiment_id
                 if create and EXPERIMENT_KIND_TAG not in exp.tags:  # stores made before the tag
                     _retry(lambda: self.client.set_experiment_tag(
-                        self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND))
+                        self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND), uri=self.uri)
 
     # ------------------------------------------------------------------ queries
 
@@ -650,7 +656,7 @@ class Store:
         return closed
 
     def _close_stale(self, run_id: str, reason: str) -> None:
-        recorder = RunRecorder(self.client, run_id)
+        recorder = RunRecorder(self.client, run_id, self.uri)
         recorder.set_tags({ERROR_TAG: f"{reason}; closed as KILLED by a later run"})
         recorder.end("KILLED")
 
@@ -688,8 +694,9 @@ class Store:
             tags["mlflow.source.git.commit"] = tags[GIT_SHA_TAG].removesuffix("-dirty")
         if parent_id:
             tags[PARENT_TAG] = parent_id
-        run = _retry(lambda: self.client.create_run(self.experiment_id, tags=tags, run_name=name))
-        recorder = RunRecorder(self.client, run.info.run_id)
+        run = _retry(lambda: self.client.create_run(self.experiment_id, tags=tags, run_name=name),
+                     uri=self.uri)
+        recorder = RunRecorder(self.client, run.info.run_id, self.uri)
         recorder.note = tags.get(NOTE_TAG, "")
         return recorder
 
@@ -709,9 +716,10 @@ def _context_tags() -> dict[str, str]:
 class RunRecorder:
     """Writes to one run; per-iteration metrics are buffered and sent in batches."""
 
-    def __init__(self, client: Any, run_id: str) -> None:
+    def __init__(self, client: Any, run_id: str, uri: str = "") -> None:
         self.client = client
         self.run_id = run_id
+        self.uri = uri  # for messages: which store could not be written
         self._buffer: list[Any] = []
         self._last_flush = time.monotonic()
         self.note = ""  # the run description; end() adds the MAP when one was logged
@@ -722,14 +730,15 @@ class RunRecorder:
 
         items = [Param(k, _param_text(v)) for k, v in params.items()]
         for i in range(0, len(items), 100):
-            _retry(lambda chunk=items[i:i + 100]: self.client.log_batch(self.run_id, params=chunk))
+            _retry(lambda chunk=items[i:i + 100]: self.client.log_batch(self.run_id, params=chunk),
+                   uri=self.uri)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
 
         items = [RunTag(k, str(v)) for k, v in tags.items()]
         if items:
-            _retry(lambda: self.client.log_batch(self.run_id, tags=items))
+            _retry(lambda: self.client.log_batch(self.run_id, tags=items), uri=self.uri)
 
     def log_metric(self, name: str, value: float, step: int = 0) -> None:
         """Buffered: flushed every 500 values or 10 seconds, and at the end of the run."""
@@ -750,13 +759,14 @@ class RunRecorder:
         buffer, self._buffer = self._buffer, []
         self._last_flush = time.monotonic()
         for i in range(0, len(buffer), 1000):
-            _retry(lambda chunk=buffer[i:i + 1000]: self.client.log_batch(self.run_id, metrics=chunk))
+            _retry(lambda chunk=buffer[i:i + 1000]: self.client.log_batch(self.run_id, metrics=chunk),
+                   uri=self.uri)
 
     def log_artifact(self, local_path: Path, artifact_path: str | None = None) -> None:
-        _retry(lambda: self.client.log_artifact(self.run_id, str(local_path), artifact_path))
+        _retry(lambda: self.client.log_artifact(self.run_id, str(local_path), artifact_path), uri=self.uri)
 
     def log_text(self, text: str, name: str) -> None:
-        _retry(lambda: self.client.log_text(self.run_id, text, name))
+        _retry(lambda: self.client.log_text(self.run_id, text, name), uri=self.uri)
 
     def log_json(self, obj: Any, name: str) -> None:
         self.log_text(json.dumps(obj, indent=2, sort_keys=True, default=str), name)
@@ -784,7 +794,7 @@ class RunRecorder:
             ax.legend(frameon=False)
             ax.set_title(name)
         ax.grid(alpha=0.3)
-        _retry(lambda: self.client.log_figure(self.run_id, fig, f"curves/{name}.png"))
+        _retry(lambda: self.client.log_figure(self.run_id, fig, f"curves/{name}.png"), uri=self.uri)
 
     def end(self, status: str = "FINISHED") -> None:
         """Flush and close the run with FINISHED, FAILED or KILLED (the description gains the
@@ -794,7 +804,7 @@ class RunRecorder:
             if self.note and self._map is not None and status == "FINISHED":
                 self.set_tags({NOTE_TAG: f"{self.note}: MAP {self._map:.4f}"})
         finally:
-            _retry(lambda: self.client.set_terminated(self.run_id, status=status))
+            _retry(lambda: self.client.set_terminated(self.run_id, status=status), uri=self.uri)
 
 
 def _param_text(value: Any) -> str:

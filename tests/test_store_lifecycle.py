@@ -16,12 +16,13 @@ from hashbench.tracking import Store
 CLI = [sys.executable, "-m", "hashbench.cli"]
 
 
-@pytest.mark.parametrize("delay", [1.5, 3.0])
-def test_ctrl_c_while_the_store_is_created_never_breaks_it(tmp_path, delay):
+@pytest.mark.parametrize(("sig", "delay"), [(signal.SIGINT, 1.5), (signal.SIGTERM, 3.0)],
+                         ids=["SIGINT-1.5s", "SIGTERM-3s"])
+def test_ctrl_c_while_the_store_is_created_never_breaks_it(tmp_path, sig, delay):
     run = CLI + ["run", "--methods", "lsh", "--bits", "12", "--quiet"]
     proc = subprocess.Popen(run, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     time.sleep(delay)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert "Traceback" not in err, err
     db = tmp_path / "results" / "mlflow.db"
