@@ -70,7 +70,8 @@ def _figure(n_panels: int):
     return fig, list(axes.flat[:n_panels])
 
 
-def _finish(fig, axes, path: Path, data: pd.DataFrame, caption: str) -> Path:
+def _finish(fig, axes, path: Path, data: pd.DataFrame, caption: str,
+            order: list[str] | None = None) -> Path:
     """One compact legend outside the panels (below one panel, right of several), then PNG,
     PDF, SVG, CSV and the caption."""
     import matplotlib.pyplot as plt
@@ -79,6 +80,9 @@ def _finish(fig, axes, path: Path, data: pd.DataFrame, caption: str) -> Path:
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             seen.setdefault(lab, h)
+    if order:  # legend top to bottom as the lines end, so close lines are read in order
+        rank = {name: i for i, name in enumerate(order)}
+        seen = dict(sorted(seen.items(), key=lambda item: rank.get(item[0], len(rank))))
     if seen and len(axes) == 1:
         fig.legend(list(seen.values()), list(seen.keys()), loc="outside lower center",
                    ncol=min(3, len(seen)), frameon=False, handlelength=2.2, columnspacing=1.0)
@@ -127,8 +131,10 @@ def precision_vs_bits(frame: pd.DataFrame, out: Path, topk: int | None = None) -
         ax.grid(alpha=0.3)
     caption = (f"Precision of the top {k} of the Hamming ranking (ties broken by database index) versus "
                "code length; mean over seeds, band: ± one sample standard deviation.")
+    longest = data[data["bits"] == data["bits"].max()].groupby("display")["mean"].mean()
+    order = list(longest.sort_values(ascending=False).index)
     return _finish(fig, axes, out / f"fig2_precision_top{k}.png",
-                   data.rename(columns={"mean": f"p@{k}_mean", "std": f"p@{k}_std"}), caption)
+                   data.rename(columns={"mean": f"p@{k}_mean", "std": f"p@{k}_std"}), caption, order)
 
 
 def _histories(store: Store, runs: pd.DataFrame, names: list[str]) -> pd.DataFrame:
