@@ -391,8 +391,40 @@ def _check_store_path(path: Path, create: bool) -> None:
             raise StoreError(f"{path} is a folder, not an MLflow store file; give another --tracking-uri")
         if not os.access(path, os.R_OK):
             raise StoreError(f"cannot read the MLflow store {path}: permission denied")
-    elif not create:
+        kind = _sqlite_kind(path)
+        if kind == "mlflow" or (create and kind == "blank"):
+            return  # an MLflow store, or an empty file that `run` makes one
+        if kind == "blank":
+            raise UsageError(f"no MLflow store at {path} (the file is empty); run `hashbench run` first")
+        what = "an SQLite database of something else" if kind == "other" else "not an SQLite database"
+        raise UsageError(f"{path} is not an MLflow store ({what}); give another --tracking-uri")
+    if not create:
         raise UsageError(f"no MLflow store at {path}; run `hashbench run` first")
+
+
+def _sqlite_kind(path: Path) -> str:
+    """What an existing file is, read without writing: ``mlflow`` (a store, complete or not),
+    ``blank`` (empty, or SQLite without tables), ``other`` (SQLite with other tables) or
+    ``foreign`` (not SQLite). MLflow itself would write its tables into any of them."""
+    import sqlite3
+
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    if not head:
+        return "blank"
+    if head != b"SQLite format 3\0":
+        return "foreign"
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return "foreign"
+    if not tables:
+        return "blank"
+    return "mlflow" if {"alembic_version", "experiments"} & tables else "other"
 
 
 def _lock_path(uri: str) -> Path:
@@ -558,8 +590,8 @@ class Store:
             _check_store_path(path, create)
         # creating takes the lock; reading does not, so a read-only folder can be reported on
         with _store_lock(self.uri) if create and path is not None else contextlib.nullcontext():
-            if path is not None and create and not path.exists():
-                try:
+            if path is not None and create and (not path.exists() or _sqlite_kind(path) == "blank"):
+                try:  # an empty file is replaced by the new store, which is built beside it
                     _create_sqlite_store(path)
                 except OSError as exc:
                     raise StoreError(_folder_problem(path.parent, exc)) from None

@@ -78,6 +78,9 @@ def _data_files(folder: Path) -> None:
     np.savez(folder / "nan.npz", features=nan, labels=classes)
     (folder / "corrupt.npz").write_bytes(b"this is no archive")
     (folder / "notes.db").write_text("not a database")
+    with closing(sqlite3.connect(folder / "other.db")) as conn:
+        conn.execute("CREATE TABLE mine (x)")
+        conn.commit()
     (folder / "folder.db").mkdir()
     np.save(folder / "codes.npy", np.ones((5, 8)))
     np.save(folder / "labels.npy", np.arange(5))
@@ -120,6 +123,10 @@ BAD_INPUT = {
                                  ["notes.db is not an MLflow store"]),
     "non-database store (report)": (["report", "--tracking-uri", "notes.db"], 2, ["notes.db is not an MLflow store"]),
     "a folder as the store": (["report", "--tracking-uri", "folder.db"], 1, ["folder.db is a folder"]),
+    "another program's SQLite file (run)": (RUN + ["--methods", "lsh", "--tracking-uri", "other.db"], 2,
+                                            ["other.db is not an MLflow store (an SQLite database of something else)"]),
+    "another program's SQLite file (report)": (["report", "--tracking-uri", "other.db"], 2,
+                                               ["other.db is not an MLflow store"]),
 }
 
 
@@ -146,6 +153,9 @@ def test_bad_input_is_one_line_and_records_nothing(bad_input_results, case):
     one_line(proc, code, *fragments)
     assert "Traceback" not in proc.stderr
     assert not (folder / "results").exists() and not (folder / "data").exists()
+    assert (folder / "notes.db").read_text() == "not a database"  # files in the way are never written
+    with closing(sqlite3.connect(folder / "other.db")) as conn:
+        assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master")] == ["mine"]
 
 
 def test_results_is_a_file(tmp_path):
