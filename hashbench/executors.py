@@ -7,10 +7,11 @@ small :class:`~hashbench.runner.Outcome` each sends back.
 
 * :class:`ProcessExecutor` (``--executor process --jobs N``): a
   :class:`concurrent.futures.ProcessPoolExecutor` of N processes forked from a "forkserver"
-  (a clean process that has imported hashbench and MLflow once; "spawn" on request). Each
+  (a clean process, started when the executor is built so that it imports hashbench, MLflow's
+  SQL store, scikit-learn and torch once while the driver plans; "spawn" on request). Each
   process builds one :class:`~hashbench.runner.TrialWorker` in its initializer, so the
   dataset is loaded once per process, and writes its output to its own log file. Workers
-  see the environment of the driver when its first pool started.
+  see the environment of the driver when its first process executor was built.
 * :class:`RayExecutor` (``--executor ray --ray-address auto|HOST:PORT``): one Ray task per
   trial; ``ray`` is imported only here (``pip install "hashbench[ray]"``). CPU trials ask for
   ``num_cpus`` (1 by default); trials of methods that require or prefer a GPU go to a remote
@@ -45,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import signal
 import sys
@@ -79,8 +81,13 @@ THREAD_ENVS = (CPUS_ENV, "HASHBENCH_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_T
                "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 LOCAL_STORE_SCHEMES = ("sqlite:", "file:")
 # modules the forkserver imports once, so that each pool process (and each replacement of a
-# lost one) starts as a fork of a process that has them: no threads are running there yet
-FORKSERVER_PRELOAD = ("hashbench.executors", "mlflow.tracking")
+# lost one) starts as a fork of a process that has them instead of importing them itself (no
+# threads are running there yet; CUDA is not initialised by importing torch). Every worker
+# needs them: the SQL store behind a sqlite:/postgresql: URI, the built-in methods' torch and
+# scikit-learn. Only imports: the registry itself loads in each worker, so plugins installed
+# after the forkserver started are still found.
+FORKSERVER_PRELOAD = ("hashbench.executors", "mlflow.tracking", "mlflow.store.tracking.sqlalchemy_store",
+                      "sklearn.linear_model", "torch")
 
 
 class WorkerLost(Exception):
@@ -471,6 +478,9 @@ class ProcessExecutor(PoolExecutor):
         self.log_dir = Path(log_dir) if log_dir else None
         self._pool: ProcessPoolExecutor | None = None
         self._broken = False
+        if start_method == "forkserver":  # it imports FORKSERVER_PRELOAD while the driver plans
+            multiprocessing.get_context("forkserver").set_forkserver_preload(list(FORKSERVER_PRELOAD))
+            multiprocessing.forkserver.ensure_running()
 
     def _start(self, plan: Plan, reporter: Reporter) -> None:
         jobs = min(self.jobs or usable_cpus(), len(plan.pending))
@@ -487,8 +497,6 @@ class ProcessExecutor(PoolExecutor):
 
     def _new_pool(self) -> ProcessPoolExecutor:
         context = multiprocessing.get_context(self.start_method)
-        if self.start_method == "forkserver":  # imported once in the server, not in every worker
-            context.set_forkserver_preload(list(FORKSERVER_PRELOAD))
         return ProcessPoolExecutor(self._jobs, mp_context=context, initializer=_init_process,
                                    initargs=self._initargs)
 
@@ -559,10 +567,11 @@ class RayExecutor(PoolExecutor):
         ray = import_ray()
         if not ray.is_initialized():
             options: dict[str, Any] = {"log_to_driver": False}  # worker output stays in their logs
-            if self.address is None:  # a local Ray for this run
+            if self.address is None:  # a new local Ray for this run: "local", never a cluster found
+                # through RAY_ADDRESS or the last `ray start` on this machine (possibly long gone)
                 options.update(include_dashboard=False, num_cpus=self.num_cpus)
             try:
-                ray.init(address=self.address, **options)
+                ray.init(address=self.address or "local", **options)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise UsageError(f"cannot start or reach Ray (--ray-address {self.address or 'none'}): "
                                  f"{' '.join(str(exc).split())[:300]}") from None

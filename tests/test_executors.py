@@ -66,7 +66,7 @@ def test_process_pool_records_what_the_local_executor_records(tmp_path):
 
 def test_ray_executor_records_what_the_local_executor_records(tmp_path):
     ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'hashbench[ray]')")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         _same_records_as_local(tmp_path, RayExecutor(allow_local_store=True), "ray")
     finally:

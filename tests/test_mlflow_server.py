@@ -105,8 +105,8 @@ def mlflow_server():
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _finished(uri: str) -> dict[str, float]:
-    records = Store(uri, create=False).trial_records()
+def _finished(uri: str, experiment: str = "hashbench") -> dict[str, float]:
+    records = Store(uri, experiment, create=False).trial_records()
     assert all(r.status == "FINISHED" for r in records)
     return {r.run_key: r.metrics["map"] for r in records}
 
@@ -138,3 +138,26 @@ def test_process_pool_against_a_postgresql_backed_server(mlflow_server, tmp_path
     run = Store(mlflow_server, create=False).trial_runs()[0]
     names = {a.path for a in Store(mlflow_server, create=False).client.list_artifacts(run.info.run_id)}
     assert {"config.json", "codes.npz"} <= names
+
+
+def test_ray_and_the_sequential_cli_against_a_postgresql_backed_server(mlflow_server, capsys, monkeypatch):
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'hashbench[ray]')")
+    grid = ["run", "--methods", "itq,lsh", "--bits", "8,16", "--seeds", "0", "--tracking-uri", mlflow_server]
+    # MLflow writes "View run ... at http://..." to stdout when a run on a server ends, unless told
+    # not to: the CLI tells it, for the in-process executor too
+    monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", raising=False)
+    assert main([*grid, "--experiment", "sequential"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and "View run" not in err and "4 finished" in err
+    sequential = _finished(mlflow_server, "sequential")
+
+    ray_grid = [*grid, "--experiment", "ray", "--executor", "ray"]  # a local Ray started for the run
+    assert main(ray_grid) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and "View run" not in err and "ray: " in err and "4 finished" in err
+    assert _finished(mlflow_server, "ray") == sequential  # same run keys, same MAPs
+
+    assert main([*ray_grid, "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "4 skipped" in err and "ray: " not in err  # planned and skipped: no Ray started, no task
+    assert len(Store(mlflow_server, "ray", create=False).trial_records()) == 4
