@@ -9,9 +9,12 @@ database, full mode on all of it), at 12 and 48 bits, one seed, under two settin
 
 * ``before``: the reference paths (``BEFORE``): the numpy loops of Lin:Lin, Lin:V and FastH
   (``kernels="numpy"``) and boosted trees on all 4,096 input features;
-* ``after``: the defaults after issue 14 (compiled kernels) plus ``AFTER``'s options
-  (empty unless an option passed the MAP tolerance; ``--after-params`` tries others,
-  e.g. ``lfh.tree_pca_dims=128``).
+* ``after``: the defaults after issue 14 (compiled kernels; LFH / COSDISH / FastH trees
+  that sample ``min(1, max(0.1, 256 / d))`` of the features per tree,
+  ``hashbench.oos.auto_feature_fraction``) plus ``AFTER``'s options (empty unless an option
+  passed the MAP tolerance; ``--after-params`` tries others, e.g. ``lfh.tree_pca_dims=128``).
+  At ``--quick``'s 256 dims the trees take every feature in both settings, so the tree
+  methods' before/after rows there differ only by machine noise.
 
 Each trial runs in a fresh process (peak resident memory, ``ru_maxrss``, belongs to it).
 Multi-hour "before" trials can be cut: ``--tree-rounds R`` trains R boosting rounds instead
@@ -30,6 +33,10 @@ interpolated linearly in the bit count for 24 and 32 bits, times 5 seeds.
 Synthetic data: 32 latent dims, class means N(0, I), within-class spread 1.5, lifted to
 4,096 dims with unit noise and a ReLU (like fc7 features): hard enough that the MAP is
 not saturated (LFH 12 bits about 0.8, not 1.0).
+
+Runs so far (a shared 2-core machine at load 12-25): ``--quick`` completes (about 80 min
+there); the CIFAR-size run does not fit such a machine's evening: the reference ("before")
+trials alone are hours each (LFH-D trees, FastH, Lin:V with numpy loops).
 
 Examples::
 
