@@ -76,6 +76,13 @@ Measured on synthetic CIFAR-10-shaped features (``benchmarks/paper_cost.py``: 4,
 Lin:Lin on 5,000 training points 37 s -> 20 s (hinge SGD 0.53-0.6 s -> 0.2 s a call);
 Lin:V with the 59,000-item database 639 s -> 31 s (the saving products: 577 s -> 20 s).
 Falls back to numpy where the label-group table is too large (``_MAX_PAIR_TABLE``).
+Open question (issue 14, measured after the kernels were made the default): Lin:V on the
+``paper_cost.py --quick`` data (2,000-item database, 256-d, 12 bits, cut to 2 epochs), seeds
+0 / 1 / 2, MAP numpy 0.7642 / 0.7942 / 0.7714 against numba 0.7512 / 0.7859 / 0.7358 (mean
+drop 0.019, every seed lower; 48 bits, seed 0: 0.8017 / 0.8037). Within one seed standard
+deviation only loosely; whether the summation order (float64 sums of the saving products,
+hence different exact zeros in ``v = sign(M^T l)``'s keep-on-tie rule) biases the fit is not
+settled. ``kernels="numpy"`` is the reference.
 """
 
 from __future__ import annotations
