@@ -85,7 +85,9 @@ class) sampled from that database, pixels-pca features, MLP backbone, seed 0; re
 there: ITQ 0.440 / 0.495 at 12 / 48 bits, SDH 0.724 at 12 bits: ADSH learns the 10,000-image
 validation database (eq. 5) with the defaults except ``outer_iters = 20``: 0.878 at 12 bits (on
 HOG features 0.895 at 12 and 0.919 at 48 bits): no change needed; the Fashion-MNIST runs use
-the defaults (50 outer iterations, as the paper).
+the defaults (50 outer iterations, as the paper). End to end on the 28x28 images with the small
+CNN (``backbone=cnn``; 10 outer iterations, m = 1,000 to fit the CPU): 0.828 at 12 bits in 227
+s of a shared CPU.
 """
 
 from __future__ import annotations
