@@ -71,6 +71,7 @@ def collect(store: Store) -> pd.DataFrame:
             "seed": record.seed,
             "split_sha256": record.split_sha256,
             "eval_split_sha256": record.eval_split_sha256,
+            "data": data_label(record.dataset, record.data_tags),
             "conventions": conventions,
             "eval_description": record.eval_description,
             "version": record.version,
@@ -92,13 +93,17 @@ def collect(store: Store) -> pd.DataFrame:
 
 def _label_settings(frame: pd.DataFrame) -> pd.DataFrame:
     """Runs of one method that differ in more than the seed never share a cell: under each
-    protocol, the method's most frequent hyper-parameter setting keeps the plain name and
-    every other setting gets its own row named after what differs, e.g. ``ITQ (n_iter=5)``."""
+    protocol, the method's setting at its registered defaults (else its most frequent one)
+    keeps the plain name and every other setting gets its own row named after what differs,
+    e.g. ``ITQ (n_iter=5)``."""
     for _, runs in frame.groupby(["protocol", "display"], sort=False):
         counts = runs["setting"].value_counts()
         if len(counts) < 2:
             continue
-        main = sorted(counts.index, key=lambda s: (-counts[s], s))[0]
+        defaults = _default_setting(str(runs["method"].iloc[0]))
+        at_defaults = [s for s in counts.index
+                       if defaults and all(defaults.get(k, v) == v for k, v in json.loads(s).items())]
+        main = (at_defaults or sorted(counts.index, key=lambda s: (-counts[s], s)))[0]
         base = json.loads(main)
         for setting in counts.index:
             if setting == main:
@@ -109,6 +114,21 @@ def _label_settings(frame: pd.DataFrame) -> pd.DataFrame:
             rows = runs.index[runs["setting"] == setting]
             frame.loc[rows, "display"] = frame.loc[rows, "display"] + f" ({label})"
     return frame
+
+
+def _default_setting(method: str) -> dict[str, str]:
+    """The method's registered defaults as the store writes them (MLflow params are text),
+    so that the plain row name means "at its defaults"; empty when the method is unknown."""
+    import inspect
+
+    from . import registry
+
+    try:
+        cls = registry.get(method)
+    except Exception:  # a plugin that is not installed here: fall back to the most frequent setting
+        return {}
+    return {name: str(p.default) for name, p in inspect.signature(cls.__init__).parameters.items()
+            if name not in ("self", "bits") and p.default is not inspect.Parameter.empty}
 
 
 def latest_finished(frame: pd.DataFrame) -> pd.DataFrame:
@@ -132,6 +152,7 @@ class Group:
     cells: dict[tuple[str, int], Cell]
     provenance: dict[str, str]
     label: str = ""
+    data: str = ""
 
 
 @dataclass
@@ -203,36 +224,61 @@ def _cell(runs: pd.DataFrame, failed: pd.DataFrame, column: str) -> Cell:
     collapsed = int(runs["collapsed"].sum())
     if collapsed:
         notes.append(f"{collapsed} collapsed")
-    if len(failed):
-        notes.append(f"{len(failed)} failed")
+    for status in ("FAILED", "KILLED"):
+        count = int((failed["status"] == status).sum())
+        if count:
+            notes.append(f"{count} {status.lower()}")
     return Cell(mean, std, len(values), ", ".join(notes), tuple(values.tolist()),
                 tuple(present["run_id"].tolist()))
 
 
+def data_label(dataset: str, data_tags: dict[str, str]) -> str:
+    """What a trial's inputs were, for labels: the dataset, and the feature extractor when
+    the trial used one (``features.extractor``), e.g. ``cifar10, features hog(...)``."""
+    extractor = data_tags.get("features.extractor", "")
+    return f"{dataset}, features {extractor}" if extractor else dataset
+
+
+def unfinished(frame: pd.DataFrame) -> pd.DataFrame:
+    """FAILED and KILLED trials whose run key has no FINISHED run: the newest per key."""
+    done_keys = set(frame.loc[frame["status"] == "FINISHED", "run_key"])
+    out = frame[frame["status"].isin(["FAILED", "KILLED"]) & ~frame["run_key"].isin(done_keys)]
+    return out.sort_values("start_time").groupby("run_key", as_index=False).tail(1)
+
+
+GROUP_KEYS = ["protocol", "data", "eval_split_sha256", "conventions"]
+
+
 def _groups(frame: pd.DataFrame, metric: str) -> list[Group]:
+    """Column groups: runs of one protocol on the same data (dataset and feature extractor),
+    evaluation split and conventions. A cell notes the FAILED / KILLED trials of its row and
+    bits that never finished; a cell with only such trials shows just that note."""
     column = f"metric.{metric_key(metric)}"
     done = latest_finished(frame)
-    failed_all = frame[frame["status"] == "FAILED"]
+    open_runs = unfinished(frame)
     groups = []
-    for (protocol, split, conventions), runs in done.groupby(
-            ["protocol", "eval_split_sha256", "conventions"], sort=True):
-        failed = failed_all[(failed_all["protocol"] == protocol)
-                            & (failed_all["eval_split_sha256"] == split)]
+    for (protocol, data, split, conventions), runs in done.groupby(GROUP_KEYS, sort=True):
+        failed = open_runs[(open_runs["protocol"] == protocol) & (open_runs["data"] == data)
+                           & (open_runs["eval_split_sha256"] == split)]
         cells = {}
-        for (display, bits), cell_runs in runs.groupby(["display", "bits"]):
+        keys = set(runs.groupby(["display", "bits"]).groups) | set(failed.groupby(["display", "bits"]).groups)
+        for display, bits in sorted(keys):
+            cell_runs = runs[(runs["display"] == display) & (runs["bits"] == bits)]
             cell_failed = failed[(failed["display"] == display) & (failed["bits"] == bits)]
             cells[(display, int(bits))] = _cell(cell_runs, cell_failed, column)
         groups.append(Group(
             protocol=protocol, eval_split=split, conventions=conventions,
             description=str(runs["eval_description"].iloc[0]),
-            bits=sorted(int(b) for b in runs["bits"].unique()), cells=cells,
+            bits=sorted({b for _, b in cells}), cells=cells,
             provenance={
+                "data": data,
                 "hashbench": ", ".join(sorted(runs["version"].unique())),
                 "git": ", ".join(sorted({_short_sha(s) for s in runs["git_sha"].unique()})),
-                "split": split[:12],
+                "evaluation split": split[:12],
                 "device": ", ".join(sorted(runs["device"].unique())),
             },
             label=protocol,
+            data=data,
         ))
     return groups
 
@@ -243,6 +289,8 @@ def _short_sha(sha: str) -> str:
 
 def _explain(main: Group, other: Group) -> str:
     reasons = []
+    if main.data != other.data:
+        reasons.append(f"data {other.data} differs from {main.data}")
     if main.eval_split != other.eval_split:
         reasons.append(f"evaluation split {other.eval_split[:12]} differs from {main.eval_split[:12]}")
     if main.conventions != other.conventions:
@@ -329,9 +377,11 @@ def _single_modal_tables(frame: pd.DataFrame, metric: str, which: str, paper: bo
     for g in groups:
         by_protocol.setdefault(g.protocol, []).append(g)
     main, apart = [], []
+    first_of: dict[str, Group] = {}
     for gs in by_protocol.values():
         sizes = [sum(c[2] for c in g.cells.values()) for g in gs]
         first = gs[sizes.index(max(sizes))]
+        first_of[first.protocol] = first
         main.append(first)
         for g in gs:
             if g is not first:
@@ -355,7 +405,8 @@ def _single_modal_tables(frame: pd.DataFrame, metric: str, which: str, paper: bo
         tables.append(Table(title, metric, groups_with_rows, rows, paper=paper_values))
     for g, why in apart:
         rows = sorted({d for d, _ in g.cells})
-        g.label = f"{g.protocol} [{g.eval_split[:8]}]"
+        g.label = (f"{g.protocol} [{g.data}]" if g.data != first_of[g.protocol].data
+                   else f"{g.protocol} [{g.eval_split[:8]}]")
         tables.append(Table(f"Kept apart: {g.protocol}", metric, [g], rows,
                             note=f"Not averaged with the main table: {why}.", paper=paper_values))
     return tables
@@ -464,6 +515,8 @@ def _fmt(cell: Cell | None, mark: str = "", style: str = "markdown") -> str:
     """``mean ± std (n)``; Markdown: best bold, ties underlined; text: best ``*``, ties ``~``."""
     if cell is None:
         return "-"
+    if cell.n == 0 and cell.notes:  # only failed / killed trials: say so instead of "-"
+        return cell.notes
     text = _number(cell.mean)
     if not math.isnan(cell.mean):
         text += ("" if math.isnan(cell.std) else f" ± {cell.std:.4f}") + f" ({cell.n})"
@@ -556,6 +609,8 @@ def latex_label(table: Table) -> str:
 def _latex_cell(cell: Cell | None, common_n: int | None) -> str:
     if cell is None:
         return "--"
+    if cell.n == 0 and cell.notes:  # only failed / killed trials
+        return latex_escape(cell.notes)
     if math.isnan(cell.mean):
         return "n/a"
     text = f"{cell.mean:.4f}"
@@ -670,8 +725,9 @@ def render(tables: list[Table], frame: pd.DataFrame, fmt: str = "markdown") -> s
     one = to_markdown if fmt == "markdown" else to_text
     parts = ["# hashbench report", ""] if fmt == "markdown" else []
     if any(t.title.startswith("Kept apart") for t in tables):
-        parts += ["Runs with different evaluation splits or conventions are never averaged "
-                  "together; they are shown in separate tables below with the reason.", ""]
+        parts += ["Runs on different data (dataset, feature extractor), evaluation splits or "
+                  "conventions are never averaged together; they are shown in separate tables "
+                  "below with the reason.", ""]
     for table in tables:
         parts += [one(table), ""]
     left_out = {status: int((frame["status"] == status).sum()) for status in ("RUNNING", "KILLED")}

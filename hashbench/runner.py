@@ -106,7 +106,8 @@ class TrialSpec:
 
     @property
     def label(self) -> str:
-        mode = "-D" if self.train_mode == "full" else ""
+        # "full" names the regime, not the report's "-D" (which depends on the protocol's own mode)
+        mode = " full" if self.train_mode == "full" else ""
         return f"{self.method}{mode} bits={self.bits} seed={self.seed}"
 
     @property

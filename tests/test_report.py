@@ -17,7 +17,8 @@ CONV = {"eval.map_topk": "all", "eval.tie_order": "database_index_stable"}
 
 
 def add_run(store, method, title, bits, seed, value, *, protocol="digits", split="s1", mode="sampled",
-            conv=CONV, status="FINISHED", flags=None, learns_database=False, display=None, seconds=1.0):
+            conv=CONV, status="FINISHED", flags=None, learns_database=False, display=None, seconds=1.0,
+            extra=None):
     tags = {"hashbench.kind": "trial", "hashbench.run_key": f"{method}-{protocol}-{split}-{mode}-{bits}-{seed}-"
             f"{sorted(conv.items())}", "hashbench.method_title": title,
             "hashbench.eval_split_sha256": split * 8, "hashbench.split_sha256": split * 8 + mode,
@@ -26,6 +27,7 @@ def add_run(store, method, title, bits, seed, value, *, protocol="digits", split
             "hashbench.eval_description": "MAP over the whole database.", **conv}
     if display:
         tags["hashbench.display_name"] = display
+    tags.update(extra or {})
     for k, v in (flags or {}).items():
         tags[f"hashbench.flag.{k}"] = v
     rec = store.start_run(f"{method}-{bits}", tags)
@@ -272,3 +274,42 @@ def test_html_cells_link_to_their_runs_on_an_mlflow_server(store):
     runs = ",".join(f'&quot;{r}&quot;' for r in cell.run_ids)
     assert f"http://mlflow:5000/#/compare-runs?runs=[{runs}]&amp;experiments=[&quot;7&quot;]" in page
     assert "<a href=" not in report.to_html_table(table)  # a local store has no UI address
+
+
+def test_runs_on_other_features_are_labelled_never_averaged(store):
+    """Issue 16, item 6: same protocol, same split, another feature extractor (HOG): a
+    separate, labelled table, never averaged into the main one."""
+    for seed in range(2):
+        add_run(store, "itq", "ITQ", 12, seed, 0.31, extra={
+            "features.extractor": "hog(cell=7)", "hashbench.run_key": f"itq-hog-{seed}"})
+    frame = report.collect(store)
+    tables = report.build_tables(frame, "map")
+    assert [t.title for t in tables] == ["Table 1", "Kept apart: digits"]
+    assert "0.31" not in report.to_markdown(tables[0])
+    assert "| ITQ | 0.6000 ± 0.1000 (3) |" in report.to_markdown(tables[0])
+    apart = report.to_markdown(tables[1])
+    assert "digits [digits, features hog(cell=7)]" in apart and "0.3100 ± 0.0000 (2)" in apart
+    assert "data digits, features hog(cell=7) differs from digits" in tables[1].note
+    assert "data digits, features hog(cell=7)" in "; ".join(report.provenance(tables[1]))
+
+
+def test_killed_and_failed_cells_say_so_until_a_rerun_finishes(store):
+    add_run(store, "lfh", "LFH", 48, 0, 0, status="KILLED")
+    add_run(store, "itq", "ITQ", 48, 0, 0, status="FAILED")
+    add_run(store, "itq", "ITQ", 12, 0, 0, status="KILLED")  # its key FINISHED earlier: not noted
+    frame = report.collect(store)
+    (table,) = report.build_tables(frame, "map")
+    md = report.to_markdown(table)
+    assert table.groups[0].bits == [12, 24, 48]
+    assert "| LFH | **0.8000 ± 0.1000 (3)** | 0.4000 ± 0.1000 (3) ⚠ 3 collapsed | 1 killed |" in md
+    assert "| ITQ | 0.6000 ± 0.1000 (3) | **0.7000 ± 0.1000 (3)** | 1 failed |" in md
+
+
+def test_the_plain_row_is_the_registered_default_even_when_outnumbered(tmp_path):
+    uri = f"sqlite:///{tmp_path}/s.db"
+    base = ["run", "--methods", "itq", "--bits", "8", "--quiet", "--tracking-uri", uri]
+    assert main(base + ["--seeds", "0,1", "--param", "itq.n_iter=5"]) == 0
+    assert main(base + ["--seeds", "0"]) == 0
+    (table,) = report.build_tables(report.collect(Store(uri)), "map")
+    assert table.rows == ["ITQ", "ITQ (n_iter=5)"]
+    assert table.groups[0].cells[("ITQ", 8)][2] == 1 and table.groups[0].cells[("ITQ (n_iter=5)", 8)][2] == 2

@@ -56,6 +56,8 @@ def test_old_store_reports_the_same_numbers(case, old_store, tmp_path, capsys):
     renamed = [("variant" if c == "learns_database" else c) for c in old.columns
                if not c.startswith("metric.curve.")]  # curve histories are no runs.csv columns now
     at = renamed.index("error") + 1
+    renamed.insert(renamed.index("eval_split_sha256") + 1, "data")  # dataset + feature extractor (new)
+    at += 1
     hp = [c for c in new.columns if c.startswith("hp.")]
     assert list(new.columns) == renamed[:at] + ["setting"] + renamed[at:] + hp
     assert {"hp.n_iter", "hp.max_epochs"} <= set(hp)
