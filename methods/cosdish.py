@@ -34,25 +34,10 @@ Out-of-sample extension: boosted trees per bit (the ADSH paper's setting,
 COSDISH-D: the database codes are the learned ``B``. Only n x |Omega| blocks of ``S`` are
 ever formed.
 
-Tree feature sampling (the default since issue 14, revision 2): ``tree_feature_fraction=None``
-lets each tree see a seeded random ``min(1, max(0.1, 256 / d))`` of the ``d`` input features
-(:func:`hashbench.oos.auto_feature_fraction`: every feature up to 256 dims, so digits, letter
-and pixels-PCA features are untouched; 256 features up to 2,560 dims; a tenth of 4,096-d fc7
-features, 410 per tree), about 10x fewer histogram columns per boosting round at 4,096 dims.
-The fraction used is logged as the metric ``tree_feature_fraction``; a number fixes it (1.0:
-the reference, every feature). The MAP measurements behind the rule are in that function's
-docstring.
-
-Other speed options (issue 14, off by default): ``tree_pca_dims=k`` trains the trees on the top k
-principal components of the standardised features (:class:`hashbench.oos.PrincipalProjection`)
-instead of all inputs; a boosting round costs about linear in the input dimension. Measured
-(LFH codes, 5,000 training points, 12 bits, 200 rounds): Fashion-MNIST pixels, 784 -> 128
-dims, 135 s -> 27 s but MAP 0.596 -> 0.574 (outside the 0.005 tolerance), hence not the
-default. ``tree_backend="xgboost-multi"`` (one multi-output XGBoost ensemble for all bits) is
-offered too; on 5,000 x 128 at 48 bits it was slower than per-bit LightGBM (386 s vs 158 s).
-``tree_bagging_fraction`` (< 1: LightGBM row subsampling per round, seeded) and
-``tree_max_bin`` (histogram bins, 255) are options for the "-D" fits on a whole database,
-off by default (not measured against the MAP tolerance at full size yet).
+Trees (issue 14): :class:`hashbench.oos.BoostedTrees`, set by the ``tree_*`` parameters. Since
+revision 2 each tree sees :func:`hashbench.oos.auto_feature_fraction` of the inputs by default
+(logged as the metric ``tree_feature_fraction``; ``tree_feature_fraction=1.0`` is the reference).
+The other speed options are off; ``hashbench/oos.py`` has the measurements.
 
 The alternation is not a descent method on eq. 3 (the Omega step rebuilds the bits greedily on
 the residual of the bits before them; the Gamma step drops the ``||B_Gamma B_Omega^T||^2``
