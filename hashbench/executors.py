@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from hashbench.errors import ConfigError, Interrupted, UsageError, interruption_name
-from hashbench.progress import Reporter
+from hashbench.progress import Reporter, duration
 from hashbench.runner import (
     CPUS_ENV,
     EXECUTORS,
@@ -284,7 +284,7 @@ class GridReporter(Reporter):
                 f"remaining {remaining}")
         if self.n_ran and self._since is not None and remaining:
             rate = (time.monotonic() - self._since) / self.n_ran
-            text += f", ETA {_duration(rate * remaining)}"
+            text += f", ETA {duration(rate * remaining)}"
         return text
 
     def trial_done(self, index: int, outcome: Any) -> None:
@@ -308,17 +308,6 @@ class GridReporter(Reporter):
         if self._bar is not None:
             self._bar.set_postfix_str(self._counts(), refresh=False)
             self._bar.update(1)
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
 
 
 def _one_line(exc: BaseException) -> str:

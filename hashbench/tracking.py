@@ -47,7 +47,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -660,15 +660,8 @@ class Store:
         """Close as KILLED the RUNNING trials of ``run_keys`` whose claim is stale
         (:func:`stale_reason`: on this host a pid that no longer runs, after a SIGKILL or a power
         cut; on another host no heartbeat for longer than the lease). Returns their run ids."""
-        closed = []
-        for run in self.trial_runs("RUNNING"):
-            if run.data.tags.get(RUN_KEY_TAG) not in run_keys:
-                continue
-            reason = stale_reason(run)
-            if reason is not None:
-                self._close_stale(run.info.run_id, reason)
-                closed.append(run.info.run_id)
-        return closed
+        return self._close_stale_runs(run for run in self.trial_runs("RUNNING")
+                                      if run.data.tags.get(RUN_KEY_TAG) in run_keys)
 
     def close_abandoned_grids(self) -> list[str]:
         """Close as KILLED the RUNNING grid (parent) runs of this host whose process is gone (a
@@ -676,11 +669,14 @@ class Store:
         query = f"tags.`{KIND_TAG}` = 'grid' and attributes.status = 'RUNNING'"
         runs = _retry(lambda: self.client.search_runs([self.experiment_id], filter_string=query,
                                                       max_results=1000))
+        host = socket.gethostname()
+        return self._close_stale_runs(run for run in runs if run.data.tags.get(HOST_TAG) == host
+                                      and int(run.data.tags.get(PID_TAG) or 0))
+
+    def _close_stale_runs(self, runs: Iterable[Any]) -> list[str]:
+        """Close as KILLED those of ``runs`` whose claim :func:`stale_reason` finds stale."""
         closed = []
         for run in runs:
-            tags = run.data.tags
-            if tags.get(HOST_TAG) != socket.gethostname() or not int(tags.get(PID_TAG) or 0):
-                continue
             reason = stale_reason(run)
             if reason is not None:
                 self._close_stale(run.info.run_id, reason)
