@@ -53,6 +53,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from time_to_accuracy import Curve as BaseCurve
+from time_to_accuracy import _OutOfTime
 
 from hashbench import registry
 from hashbench.api import RunContext, trial_data
@@ -73,14 +75,12 @@ class Data:
 
 
 @dataclass
-class Curve:
-    label: str
-    seconds: list[float] = field(default_factory=list)
+class Curve(BaseCurve):
+    """``maps`` (what ``time_to`` and ``best`` read) holds the mean of I->T and T->I."""
+
     i2t: list[float] = field(default_factory=list)
     t2i: list[float] = field(default_factory=list)
-    stopped: bool = False
     diverged: str = ""  # the DivergedError's message when training diverged
-    last_seconds: float = 0.0
     steps: int = 0  # epochs (DCMH) or outer iterations (DDASH) trained
     peak_rss_mb: float = 0.0
 
@@ -88,24 +88,6 @@ class Curve:
     def per_step(self) -> float:
         """Training seconds per epoch (DCMH) or outer iteration (DDASH)."""
         return self.last_seconds / self.steps if self.steps else float("nan")
-
-    @property
-    def maps(self) -> list[float]:
-        return [(a + b) / 2 for a, b in zip(self.i2t, self.t2i, strict=True)]
-
-    def time_to(self, target: float) -> float | None:
-        for s, m in zip(self.seconds, self.maps, strict=True):
-            if m >= target:
-                return s
-        return None
-
-    @property
-    def best(self) -> float:
-        return max(self.maps) if self.maps else float("nan")
-
-
-class _OutOfTime(Exception):
-    pass
 
 
 def wikipedia_data(root: str) -> Data:
@@ -168,6 +150,7 @@ def run_one(name: str, train: np.ndarray, full: bool, data: Data, bits: int, see
         curve.seconds.append(elapsed)
         curve.i2t.append(float(i2t))
         curve.t2i.append(float(t2i))
+        curve.maps.append((float(i2t) + float(t2i)) / 2)
         next_eval[0] = max(elapsed * EVAL_GROWTH, elapsed + EVAL_MIN_GAP)
 
     def on_epoch(step: int, elapsed: float, fitted: Any) -> None:
