@@ -357,8 +357,17 @@ class Hasher(ABC):
         ]
 
     def get_params(self) -> dict[str, Any]:
-        """Current hyper-parameter values (what is logged as MLflow params)."""
+        """Current hyper-parameter values (every one of them goes into the run key)."""
         return {name: getattr(self, name) for name in self.param_names()}
+
+    @classmethod
+    def applicable_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """The part of a full setting ``params`` (as set, or as the store's text) that applies
+        to it: what a run logs as ``hp.*`` and what the report compares between runs. All of
+        them by default; a method whose parameters depend on another (a deep method's
+        backbone) leaves out the ones that do not apply. The run key still hashes every
+        parameter (:meth:`get_params`), so this never changes which trials count as done."""
+        return dict(params)
 
     def _check_fitted(self, attribute: str) -> None:
         if getattr(self, attribute, None) is None:

@@ -48,6 +48,13 @@ from torch.nn import functional as F
 from hashbench.errors import ConfigError, DataError, DivergedError, positive_int_env
 
 BACKBONES = ("mlp", "cnn", "alexnet")
+# The hyper-parameters of a deep method that only some backbones read (build_backbone): a run
+# logs the ones its backbone reads and leaves the others out (DeepHasher.applicable_params).
+BACKBONE_PARAMS: dict[str, tuple[str, ...]] = {
+    "mlp": ("hidden",),
+    "cnn": ("hidden",),
+    "alexnet": ("pretrained", "image_size"),
+}
 SMALL_BACKBONES = ("mlp", "cnn")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

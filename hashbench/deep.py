@@ -70,6 +70,7 @@ from torch.nn import functional as F
 
 from hashbench.api import Hasher, RunContext, TrialData
 from hashbench.backbones import (
+    BACKBONE_PARAMS,
     DEVICE_INPUTS_BYTES,
     StepLog,
     build_backbone,
@@ -185,6 +186,15 @@ class DeepHasher(Hasher):
     def modalities(self) -> tuple[str, ...]:
         """The MLP trains on feature vectors; the CNN and AlexNet on images, end to end."""
         return ("features",) if self.backbone == "mlp" else ("image",)
+
+    @classmethod
+    def applicable_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Every parameter but those only other backbones read (``BACKBONE_PARAMS``): no
+        ``pretrained`` or ``image_size`` for the MLP, no ``hidden`` for AlexNet."""
+        backbone = str(params.get("backbone", cls.backbone))
+        others = {name for names in BACKBONE_PARAMS.values() for name in names}
+        unused = others - set(BACKBONE_PARAMS.get(backbone, others))
+        return {k: v for k, v in params.items() if k not in unused}
 
     def _pretrained(self) -> bool:
         if self.pretrained is None:

@@ -17,6 +17,7 @@ together, they go to separate tables whose note says why. When a trial was rerun
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import math
@@ -24,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -97,6 +98,12 @@ def _label_settings(frame: pd.DataFrame) -> pd.DataFrame:
     keeps the plain name and every other setting gets its own row named after what differs,
     e.g. ``ITQ (n_iter=5)``."""
     for _, runs in frame.groupby(["protocol", "display"], sort=False):
+        if runs["setting"].nunique() < 2:
+            continue
+        method = str(runs["method"].iloc[0])  # runs from before irrelevant params were left out
+        frame.loc[runs.index, "setting"] = runs["setting"].map(  # share a setting with the runs after
+            lambda s, m=method: json.dumps(_applicable(m, json.loads(s)), sort_keys=True))
+        runs = frame.loc[runs.index]
         counts = runs["setting"].value_counts()
         if len(counts) < 2:
             continue
@@ -116,16 +123,30 @@ def _label_settings(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+@functools.cache
+def _method_class(method: str) -> type | None:
+    """The registered class of ``method``, or None (a plugin that is not installed here)."""
+    from . import registry
+
+    try:
+        return registry.get(method)
+    except Exception:  # noqa: BLE001 - any failure to load a plugin means "unknown here"
+        return None
+
+
+def _applicable(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The recorded hyper-parameters that apply to the run (``Hasher.applicable_params``)."""
+    cls = _method_class(method)
+    return cls.applicable_params(params) if cls is not None else dict(params)
+
+
 def _default_setting(method: str) -> dict[str, str]:
     """The method's registered defaults as the store writes them (MLflow params are text),
     so that the plain row name means "at its defaults"; empty when the method is unknown."""
     import inspect
 
-    from . import registry
-
-    try:
-        cls = registry.get(method)
-    except Exception:  # a plugin that is not installed here: fall back to the most frequent setting
+    cls = _method_class(method)
+    if cls is None:  # a plugin that is not installed here: fall back to the most frequent setting
         return {}
     return {name: str(p.default) for name, p in inspect.signature(cls.__init__).parameters.items()
             if name not in ("self", "bits") and p.default is not inspect.Parameter.empty}

@@ -592,7 +592,8 @@ class TrialWorker:
         record = TrialRecord(
             method=meta.name, protocol=ctx.protocol.name, dataset=ctx.protocol.dataset,
             bits=spec.bits, seed=spec.seed, train_mode=split.train_mode,
-            hyper_parameters=method.get_params(), run_key=spec.run_key, title=meta.title,
+            hyper_parameters=cls.applicable_params(method.get_params()), run_key=spec.run_key,
+            title=meta.title,
             display=meta.display_name(split.train_mode, ctx.protocol.declared_train_mode),
             variant=meta.is_variant(split.train_mode, ctx.protocol.declared_train_mode),
             train_mode_source="--train-mode" if ctx.protocol.train_mode_forced else "protocol",

@@ -5,11 +5,14 @@ curves as CSV/JSON artifacts and figures with their real x axis."""
 from __future__ import annotations
 
 import io
+import shutil
+from pathlib import Path
 
 import pandas as pd
 
+from hashbench import registry, report
 from hashbench.cli import main
-from hashbench.tracking import Store
+from hashbench.tracking import Store, TrialRecord
 
 
 def test_runs_carry_description_source_and_curve_artifacts(tmp_path):
@@ -35,3 +38,70 @@ def test_runs_carry_description_source_and_curve_artifacts(tmp_path):
         (int(r), round(v, 12)) for r, v in zip(curve["radius"], curve["recall"])]
     json_curve = store.client.download_artifacts(run.info.run_id, "curves/precision_at_k.json", str(tmp_path))
     assert len(pd.read_json(io.StringIO(open(json_curve).read()))) > 0
+
+
+OLD_STORE = Path(__file__).resolve().parent / "data" / "store-0.1.0" / "mlflow.db"
+IRRELEVANT_TO_MLP = {"hp.pretrained", "hp.image_size"}
+
+
+def test_a_deep_trial_logs_only_the_params_its_backbone_reads(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/d.db"
+    args = ["run", "--methods", "dsh", "--bits", "8", "--param", "dsh.epochs=2", "--quiet", "--tracking-uri", uri]
+    assert main(args) == 0
+    (run,) = Store(uri).trial_runs()
+    logged = {k for k in run.data.params if k.startswith("hp.")}
+    every = {f"hp.{k}" for k in registry.get("dsh").param_names() if k != "bits"}
+    assert logged == every - IRRELEVANT_TO_MLP and "hp.hidden" in logged
+    capsys.readouterr()
+    assert main([*args[:-3], "--dry-run", "--tracking-uri", uri]) == 0  # the run key still hashes them all
+    assert "0 to run, 1 to skip" in capsys.readouterr().out
+
+
+def test_each_backbone_keeps_the_params_it_reads():
+    dsh = registry.get("dsh")
+    full = dsh(bits=8).get_params()
+    assert set(full) - set(dsh.applicable_params(full)) == {"pretrained", "image_size"}
+    alexnet = dsh.applicable_params({**full, "backbone": "alexnet"})
+    assert set(full) - set(alexnet) == {"hidden"}
+    assert dsh.applicable_params({"backbone": "cnn", "hidden": "64", "pretrained": "null"}) == {
+        "backbone": "cnn", "hidden": "64"}  # the store's text reads the same way
+    itq = registry.get("itq")
+    assert itq.applicable_params(itq(bits=8).get_params()) == itq(bits=8).get_params()
+
+
+def test_an_old_store_still_skips_its_trials_and_its_runs_share_rows_with_new_ones(tmp_path, capsys):
+    """Runs recorded before irrelevant params were left out (ADSH on the MLP with
+    hp.pretrained=null, hp.image_size=224) keep their run keys: a rerun skips every one, and a
+    run logged the new way lands in the same table cell, not a row of its own."""
+    db = tmp_path / "old.db"
+    shutil.copy(OLD_STORE, db)  # a copy: opening it may migrate the schema
+    uri = f"sqlite:///{db}"
+    store = Store(uri)
+    adsh = [r for r in store.trial_runs("FINISHED") if r.data.params["method"] == "adsh"]
+    assert adsh and all(IRRELEVANT_TO_MLP <= set(r.data.params) for r in adsh)
+    assert main(["run", "--methods", "adsh,lsh,sdh", "--bits", "12,24", "--seeds", "0,1", "--dry-run",
+                 "--tracking-uri", uri]) == 0
+    assert "0 to run, 12 to skip" in capsys.readouterr().out
+
+    def adsh_cells():
+        tables = report.build_tables(report.collect(Store(uri)), "map")
+        return [t.rows for t in tables], {(t.title, row, bits): cell.n for t in tables for group in t.groups
+                                          for (row, bits), cell in group.cells.items() if row.startswith("ADSH")}
+
+    rows, before = adsh_cells()
+    old = next(r for r in adsh if r.data.params["bits"] == "12" and r.data.params["train_mode"] == "sampled")
+    cls = registry.get("adsh")
+    params = TrialRecord(method="adsh", protocol="digits", dataset="digits", bits=12, seed=7,
+                         train_mode="sampled",
+                         hyper_parameters=cls.applicable_params(cls(bits=12).get_params())).params()
+    assert not IRRELEVANT_TO_MLP & set(params)
+    tags = {k: v for k, v in old.data.tags.items() if not k.startswith("mlflow.")}
+    new = store.start_run("adsh-12b-s7", {**tags, "hashbench.run_key": "new"})
+    new.log_params(params)
+    new.log_metrics({"map": old.data.metrics["map"]})
+    new.end("FINISHED")
+    rows_after, after = adsh_cells()
+    assert rows_after == rows
+    grown = {key for key in before if key[1:] == ("ADSH (sampled)", 12)}
+    assert len(grown) == 2  # Table 1 and Table 2 both show the sampled ADSH row
+    assert after == {key: n + (key in grown) for key, n in before.items()}
