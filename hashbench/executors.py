@@ -45,6 +45,7 @@ Shared behaviour (:class:`PoolExecutor`):
 from __future__ import annotations
 
 import contextlib
+import heapq
 import multiprocessing
 import multiprocessing.forkserver
 import os
@@ -261,30 +262,84 @@ def _ray_gpu_trial(context: TrialContext, spec: TrialSpec, attempt: int) -> Outc
 
 class GridReporter(Reporter):
     """Driver-side progress for the pooled executors: one line per finished trial (CI logs)
-    with trials done / running / failed / remaining and an ETA from the rate at which trials
-    have finished so far (so it accounts for the parallelism)."""
+    with trials done / running / failed / remaining and an ETA.
 
-    def __init__(self, stream: Any = None, interactive: bool | None = None, quiet: bool = False) -> None:
+    The ETA uses the local executor's per-trial estimates (:class:`hashbench.progress.Estimates`:
+    the median duration of the store's earlier runs of the method on the dataset, same code
+    length first, else this grid's mean) and accounts for the parallelism: the trials in
+    flight keep their slots (each until its estimate runs out, counted from when it took a
+    slot), the rest go, in submission order, to the first slot free (a list schedule). Without
+    an estimate for some trial (no earlier run and nothing finished yet) there is no ETA."""
+
+    def __init__(self, stream: Any = None, interactive: bool | None = None, quiet: bool = False,
+                 clock: Any = time.monotonic) -> None:
         super().__init__(stream, interactive, quiet)
         self.n_running = self.n_queued = self.n_failed = self.n_ran = self.n_done = 0
-        self._since: float | None = None
+        self.slots: int | None = None
+        self.clock = clock
+        # run key -> [method, bits, when it took a slot (None: waiting)], in submission order
+        self._flight: dict[str, list[Any]] = {}
 
-    def running(self, count: int, queued: int = 0) -> None:
-        """``count`` trials running and ``queued`` submitted but waiting for a slot."""
-        if self._since is None:
-            self._since = time.monotonic()
+    def submitted(self, spec: TrialSpec) -> None:
+        """``spec`` was handed to the backend (a pool process, or the cluster's queue)."""
+        key = (spec.method, spec.bits)
+        if key in self._queue:
+            self._queue.remove(key)
+        self._flight.pop(spec.run_key, None)  # a retry goes to the back
+        self._flight[spec.run_key] = [spec.method, spec.bits, None]
+        self._take_slots()
+
+    def running(self, count: int, queued: int = 0, slots: int | None = None) -> None:
+        """``count`` trials running and ``queued`` submitted but waiting for one of ``slots``."""
+        if slots is not None:
+            self.slots = slots
         self.n_running, self.n_queued = count, queued
+        self._take_slots()
         if self._bar is not None:
             self._bar.set_postfix_str(self._counts(), refresh=False)
+
+    def _take_slots(self) -> None:
+        """The first ``slots`` trials in flight are running: start their clocks."""
+        now = self.clock()
+        for i, entry in enumerate(self._flight.values()):
+            if self.slots is not None and i >= self.slots:
+                break
+            if entry[2] is None:
+                entry[2] = now
+
+    def eta(self) -> float | None:
+        """Seconds until the last trial ends if every trial takes its estimate (list schedule)."""
+        now = self.clock()
+        slots = max(1, self.slots or len(self._flight))
+        busy: list[float] = []
+        waiting: list[float] = []
+        items = [(m, b, started) for m, b, started in self._flight.values()]
+        items += [(m, b, None) for m, b in self._queue]
+        for method, bits, started in items:
+            guess = self.estimates.of(method, bits)
+            if guess is None:
+                return None
+            if started is not None and len(busy) < slots:
+                busy.append(max(guess - (now - started), 0.0))
+            else:
+                waiting.append(guess)
+        free = busy + [0.0] * (slots - len(busy))
+        heapq.heapify(free)
+        end = max(busy, default=0.0)
+        for guess in waiting:
+            finish = heapq.heappop(free) + guess
+            heapq.heappush(free, finish)
+            end = max(end, finish)
+        return end
 
     def _counts(self) -> str:
         remaining = self.total - self.n_done
         queued = f" (+{self.n_queued} queued)" if self.n_queued else ""
         text = (f"done {self.n_done}, running {self.n_running}{queued}, failed {self.n_failed}, "
                 f"remaining {remaining}")
-        if self.n_ran and self._since is not None and remaining:
-            rate = (time.monotonic() - self._since) / self.n_ran
-            text += f", ETA {duration(rate * remaining)}"
+        eta = self.eta() if remaining else None
+        if eta is not None:
+            text += f", ETA {duration(eta)}"
         return text
 
     def trial_done(self, index: int, outcome: Any) -> None:
@@ -293,6 +348,11 @@ class GridReporter(Reporter):
             super().trial_done(index, outcome)
             return
         self.n_ran += 1
+        entry = self._flight.pop(outcome.trial.run_key, None)
+        seconds = outcome.seconds or (self.clock() - entry[2] if entry and entry[2] is not None else 0.0)
+        if seconds > 0:
+            self.estimates.record(outcome.trial.method, seconds)
+        self._take_slots()
         width = len(str(self.total))
         head = f"[{index:>{width}}/{self.total}] {outcome.trial.label:<28}"
         if outcome.status == "FINISHED":
@@ -391,22 +451,27 @@ class PoolExecutor(Executor):
         os.environ.setdefault(SUPPRESS_URL_ENV, "true")
         store = plan.store or Store(plan.context.tracking_uri, plan.context.experiment)
         show = getattr(reporter, "running", None)
+        submitted = getattr(reporter, "submitted", None)  # a GridReporter's ETA follows the slots
 
         def show_running(count: int) -> None:
             if show is not None:
-                slots = self._slots() or count
-                show(min(count, slots), max(0, count - slots))
+                slots = self._slots()
+                shown = slots or count
+                show(min(count, shown), max(0, count - shown), slots)
         queue = deque((spec, 0) for spec in plan.pending)
         running: dict[Any, tuple[TrialSpec, int]] = {}
         self._reason = ""
         with self._signals():
             try:
                 self._start(plan, reporter)
+                show_running(0)  # the slots, before any trial takes one
                 while queue or running:
                     capacity = self._capacity()
                     while queue and (capacity is None or len(running) < capacity):
                         spec, attempt = queue.popleft()
                         running[self._submit(spec, attempt)] = (spec, attempt)
+                        if submitted is not None:
+                            submitted(spec)
                     show_running(len(running))
                     for handle, result in self._wait(list(running)):
                         spec, attempt = running.pop(handle)

@@ -4,6 +4,7 @@ driver stopped with Ctrl-C and SIGTERM."""
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -18,9 +19,9 @@ from hashbench import registry
 from hashbench.cli import main
 from hashbench.errors import UsageError
 from hashbench.executors import GridReporter, ProcessExecutor, RayExecutor
-from hashbench.progress import Reporter
+from hashbench.progress import Estimates, Reporter
 from hashbench.protocol import get_protocol
-from hashbench.runner import EXECUTORS, RunConfig, run_grid
+from hashbench.runner import EXECUTORS, Outcome, RunConfig, TrialSpec, run_grid
 from hashbench.tracking import KIND_TAG, Store
 
 HASHBENCH = [sys.executable, "-m", "hashbench.cli"]
@@ -69,6 +70,13 @@ def test_ray_executor_records_what_the_local_executor_records(tmp_path):
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         _same_records_as_local(tmp_path, RayExecutor(allow_local_store=True), "ray")
+        # the next grid's ETA comes from the store's earlier runs (the local executor's estimator)
+        uri = f"sqlite:///{tmp_path}/ray.db"
+        (earlier,) = _trial_seconds(uri, method="lsh", bits=8)
+        reporter = EtaLog()
+        one = _config(tmp_path, "ray", methods=[registry.get("lsh")], seeds=[1], bits=[8])
+        assert run_grid(one, reporter, executor=RayExecutor(allow_local_store=True)).count("FINISHED") == 1
+        assert reporter.etas[0] == pytest.approx(earlier)  # before the task took its slot
     finally:
         ray.shutdown()
 
@@ -88,6 +96,80 @@ def test_executors_are_registered_and_local_stores_are_checked(tmp_path, capsys)
     assert err.count("\n") == 1 and "MLflow tracking server" in err
     assert not (tmp_path / "results").exists()
     assert main(["run", "--methods", "lsh", "--bits", "8", "--jobs", "2", "--quiet"]) == 2
+
+
+# ---------------------------------------------------------------- progress
+
+
+class EtaLog(GridReporter):
+    """A GridReporter that keeps the ETA it computed each time the executor reported its slots."""
+
+    def __init__(self):
+        super().__init__(quiet=True)
+        self.etas = []
+
+    def running(self, count, queued=0, slots=None):
+        super().running(count, queued, slots)
+        self.etas.append(self.eta())
+
+
+def _trial_seconds(uri, **params):
+    """Durations (MLflow end - start) of the store's FINISHED trial runs with these params."""
+    return [(r.info.end_time - r.info.start_time) / 1000 for r in _runs(uri, "trial")
+            if r.info.status == "FINISHED" and all(r.data.params[k] == str(v) for k, v in params.items())]
+
+
+def test_the_pooled_eta_is_a_list_schedule_of_the_per_method_estimates():
+    # the local executor's estimator: the median of earlier runs of the method on the dataset,
+    # same bits first (itq: 10 s at 8 bits, 30 s at 16; lsh: 4 s)
+    history = [("itq", "digits", 8, 10.0), ("itq", "digits", 16, 30.0), ("lsh", "digits", 8, 4.0),
+               ("itq", "cifar10", 8, 999.0)]
+    a, b, c, d, e = (TrialSpec("itq", 8, 0, run_key="a"), TrialSpec("itq", 16, 0, run_key="b"),
+                     TrialSpec("lsh", 8, 0, run_key="c"), TrialSpec("lsh", 8, 1, run_key="d"),
+                     TrialSpec("itq", 8, 1, run_key="e"))
+    now = [0.0]
+    stream = io.StringIO()
+    reporter = GridReporter(stream=stream, interactive=False, clock=lambda: now[0])
+    reporter.total = 5
+    reporter.planned([a, b, c, d, e])
+    reporter.estimates = Estimates(history, "digits")
+    reporter.running(0, 0, slots=2)
+    assert reporter.eta() == 30  # slots end at 10 and 30; c, d, e follow on the first: 14, 18, 28
+    for spec in (a, b):  # a process pool submits as many as it has slots
+        reporter.submitted(spec)
+    now[0] = 6.0
+    assert reporter.eta() == 24  # a: 4 s left, b: 24; c, d, e after a: 8, 12, 22
+    now[0] = 10.0
+    reporter.trial_done(1, Outcome(a, "FINISHED", metrics={"map": 0.5}, seconds=10.0))
+    assert "ETA 20s" in stream.getvalue().splitlines()[-1]  # b: 20 s left; c, d, e: 4, 8, 18
+    reporter.submitted(c)
+    now[0] = 12.0
+    assert reporter.eta() == 18  # b: 18 left, c: 2; d after c: 6, e after d: 16
+
+    # a cluster takes every task at once: only the first `slots` of them run; the others wait
+    now[0] = 0.0
+    ray_like = GridReporter(quiet=True, clock=lambda: now[0])
+    ray_like.estimates = Estimates(history, "digits")
+    ray_like.planned([a, b, c])
+    ray_like.running(0, 0, slots=1)
+    for spec in (a, b, c):
+        ray_like.submitted(spec)
+    now[0] = 5.0
+    assert ray_like.eta() == 5 + 30 + 4
+    now[0] = 10.0
+    ray_like.trial_done(1, Outcome(a, "FINISHED", seconds=10.0))  # b takes the slot now
+    now[0] = 12.0
+    assert ray_like.eta() == 28 + 4
+
+    # no earlier run and nothing finished: no ETA; then this grid's mean for every method
+    fresh = GridReporter(quiet=True, clock=lambda: now[0])
+    fresh.total = 3
+    fresh.planned([a, b, c])
+    fresh.running(0, 0, slots=1)
+    fresh.submitted(a)
+    assert fresh.eta() is None and "ETA" not in fresh._counts()
+    fresh.trial_done(1, Outcome(a, "FINISHED", seconds=6.0))
+    assert fresh.eta() == 12  # b and c at itq's mean so far, 6 s each
 
 
 # ---------------------------------------------------------------- faults
@@ -188,9 +270,12 @@ def test_a_killed_worker_is_retried_then_failed_and_a_rerun_finishes_exactly_tha
     assert [(b, s) for b, s, _ in statuses] == [(8, "FAILED"), (8, "FAILED"), (16, "FINISHED")]
     assert all(e.startswith("worker lost") for b, _, e in statuses if b == 8)
 
-    rerun = run_grid(_nap_config(tmp_path, [8, 16], 1.5), GridReporter(quiet=True),
-                     executor=ProcessExecutor(jobs=1))
+    (finished,) = _trial_seconds(uri, method="napper")
+    reporter = EtaLog()
+    rerun = run_grid(_nap_config(tmp_path, [8, 16], 1.5), reporter, executor=ProcessExecutor(jobs=1))
     assert (rerun.count("FINISHED"), rerun.count("SKIPPED")) == (1, 1)
+    # the pool's ETA: the store's earlier napper run (16 bits) for the one trial left, as local's
+    assert reporter.etas[0] == pytest.approx(finished)
     assert [s for _, s, _ in _statuses(uri)] == ["FAILED", "FAILED", "FINISHED", "FINISHED"]  # none RUNNING
 
 
