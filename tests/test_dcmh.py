@@ -54,7 +54,7 @@ def test_release_settings():
     assert cls.meta.modalities == ("features", "text") and not cls.meta.asymmetric
     assert cls.meta.display_name("full") == "DCMH-D" and cls(backbone="cnn").modalities == ("image", "text")
     net = TextMLP(30, 16, hidden=8192, init_std=0.01)
-    assert net.fc1.out_features == 8192 and float(net.fc1.weight.std()) == pytest.approx(0.01, rel=0.05)
+    assert net.fc1.out_features == 8192 and float(net.fc1.weight.detach().std()) == pytest.approx(0.01, rel=0.05)
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +77,35 @@ def test_learns_both_directions_on_two_view_digits(fitted):
         value = evaluate(q, d, data.query.labels, data.database.labels).metrics["map"]
         assert value > 0.2, (task, value)                       # chance is about 0.1
     assert method.losses_[-1] < method.losses_[0]
+
+
+def test_balance_rate_bound_hand_worked_and_the_hessian():
+    """n / (eta b (1 + ||h||^2)): h = the batch mean of the output layer's inputs; and it is twice
+    the inverse of the largest Hessian eigenvalue of the batch's balance term in that layer."""
+    from hashbench.methods.dcmh import balance_rate_bound
+
+    h = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64)        # mean (2, 3): ||h||^2 = 13
+    assert balance_rate_bound(h, n=10, eta=0.5) == pytest.approx(10 / (0.5 * 2 * 14))
+    rng = np.random.default_rng(1)
+    n, b, k, c, eta = 20, 5, 3, 2, 0.7
+    h = torch.from_numpy(rng.random((b, k)))
+    rest = torch.from_numpy(rng.standard_normal(c))                      # the buffer's other rows
+
+    def balance(flat: torch.Tensor) -> torch.Tensor:                     # the output layer (W, w0)
+        W, w0 = flat[:c * k].reshape(c, k), flat[c * k:]
+        return eta * ((rest + (h @ W.T + w0).sum(0)) ** 2).sum() / (b * n)
+
+    hessian = torch.autograd.functional.hessian(balance, torch.zeros(c * k + c, dtype=torch.float64))
+    largest = float(torch.linalg.eigvalsh(hessian).max())
+    assert balance_rate_bound(h, n, eta) == pytest.approx(2 / largest)
+
+
+def test_registered_rates_stay_finite_on_a_small_training_set():
+    """The registered rates on 200 pairs (32-d views, 64 bits): the former guard, n / (2 eta b) on
+    the output bias only, let the 8,192-unit text network's balance term diverge (loss nan in the
+    second epoch); the per-step bound with the output layer's weights keeps every loss finite."""
+    method = registry.get("dcmh")(bits=64, epochs=4)
+    data = sample_for(method, full=True, n_train=200, n_query=10)
+    method.fit(data.for_fit(), RunContext(seed=0))
+    assert np.isfinite(method.losses_).all() and len(method.losses_) == 4
+    assert max(method.losses_) < 2 * method.losses_[0]          # 0.77 -> 1.0 here; the former rule: nan
