@@ -74,6 +74,8 @@ from hashbench.tracking import (
     EVAL_DESCRIPTION_TAG,
     EVAL_SPLIT_TAG,
     GIT_SHA_TAG,
+    NOTE_TAG,
+    PARENT_TAG,
     PROTOCOL_ARTIFACT,
     PROTOCOL_OVERRIDES_TAG,
     PROTOCOL_TAG,
@@ -739,6 +741,7 @@ def _scale_out(name: str, **options: Any) -> Executor:
 
 def run_grid(config: RunConfig, reporter: Reporter, executor: Executor | None = None) -> Summary:
     """Plan ``config``, then execute it with ``executor`` (default: in-process)."""
+    started = time.monotonic()
     try:
         plan = plan_grid(config, reporter)
     except KeyboardInterrupt as exc:
@@ -760,21 +763,90 @@ def run_grid(config: RunConfig, reporter: Reporter, executor: Executor | None = 
             reporter.trial_done(index, outcome)
     except KeyboardInterrupt:
         if plan.parent is not None:
-            plan.parent.end("KILLED")
+            end_grid(plan, outcomes, time.monotonic() - started, "KILLED")
         raise
     except Exception:  # the store itself failed (a full disk) or a bug: never leave the grid RUNNING
         if plan.parent is not None:
             with contextlib.suppress(Exception):  # the store may refuse this write too
-                plan.parent.end("FAILED")
+                end_grid(plan, outcomes, time.monotonic() - started, "FAILED")
         raise
     finally:
         reporter.close()
-    summary = Summary(outcomes)
     if plan.parent is not None:
-        plan.parent.set_tags(GridRecord.count_tags(
-            {s: summary.count(s) for s in ("FINISHED", "SKIPPED", "FAILED")}))
-        plan.parent.end("FINISHED")
-    return summary
+        end_grid(plan, outcomes, time.monotonic() - started, "FINISHED")
+    return Summary(outcomes)
+
+
+def grid_metrics(plan: Plan, outcomes: list[Outcome], seconds: float,
+                 status: str = "FINISHED") -> dict[str, float]:
+    """The parent run's summary, for the MLflow UI's grid row: trials per outcome
+    (``trials_planned``, ``trials_finished``, ``trials_skipped``, ``trials_failed``,
+    ``trials_killed``), ``wall_seconds`` (planning included), and per method and code length
+    the mean MAP over the seeds this grid finished, ``map/<method>_<bits>b`` (``i2t.map/...``
+    for cross-modal tasks; ``<method>-full`` for runs on the whole database). A grid that
+    ends KILLED or FAILED counts the KILLED trial runs under it in the store."""
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("FINISHED", "SKIPPED", "FAILED")}
+    killed = 0
+    if status != "FINISHED" and plan.store is not None and plan.parent is not None:
+        parent_id = plan.parent.run_id
+        killed = sum(r.data.tags.get(PARENT_TAG) == parent_id for r in plan.store.trial_runs("KILLED"))
+    metrics: dict[str, float] = {
+        "trials_planned": plan.total, "trials_finished": counts["FINISHED"],
+        "trials_skipped": counts["SKIPPED"], "trials_failed": counts["FAILED"],
+        "trials_killed": killed, "wall_seconds": round(seconds, 3),
+    }
+    maps: dict[str, list[float]] = {}
+    for outcome in outcomes:
+        if outcome.status != "FINISHED":
+            continue
+        spec = outcome.trial
+        method = f"{spec.method}-full" if spec.train_mode == "full" else spec.method
+        for name, value in outcome.metrics.items():
+            if name == "map" or name.endswith(".map"):
+                maps.setdefault(f"{name}/{method}_{spec.bits}b", []).append(float(value))
+    metrics.update({name: float(np.mean(values)) for name, values in sorted(maps.items())})
+    return metrics
+
+
+def end_grid(plan: Plan, outcomes: list[Outcome], seconds: float, status: str) -> None:
+    """Close the parent run with ``status`` (FINISHED, KILLED or FAILED) after writing its
+    summary: :func:`grid_metrics`, the ``hashbench.n_*`` count tags and a description. A
+    summary the store refuses never keeps an interrupted or failed grid RUNNING."""
+    parent = plan.parent
+    assert parent is not None
+    try:
+        metrics = grid_metrics(plan, outcomes, seconds, status)
+        counts = {s: int(metrics[f"trials_{s.lower()}"]) for s in ("FINISHED", "SKIPPED", "FAILED", "KILLED")}
+        parent.set_tags({**GridRecord.count_tags(counts),
+                         NOTE_TAG: _grid_note(plan, counts, seconds, status, metrics)})
+        parent.log_metrics(metrics)
+    except Exception:
+        with contextlib.suppress(Exception):
+            parent.end("FAILED" if status == "FINISHED" else status)
+        if status == "FINISHED":
+            raise
+        return
+    parent.end(status)
+
+
+def _grid_note(plan: Plan, counts: dict[str, int], seconds: float, status: str,
+               metrics: dict[str, float]) -> str:
+    """The parent run's description: what ran, how it ended, and the best mean MAP per length."""
+    from hashbench.progress import duration
+
+    done = ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n)
+    text = (f"{plan.context.protocol.name} grid, {plan.total} trial{'s' * (plan.total != 1)} "
+            f"({done or 'none run'}) in {duration(seconds)}")
+    if status != "FINISHED":
+        text += f"; ended {status}"
+    best: dict[int, tuple[float, str]] = {}
+    for name, value in metrics.items():
+        if name.startswith("map/"):
+            method, bits = name[len("map/"):].rsplit("_", 1)
+            best[int(bits[:-1])] = max(best.get(int(bits[:-1]), (-1.0, "")), (value, method))
+    if best:
+        text += ". Best mean MAP: " + "; ".join(f"{b} bits {m} {v:.4f}" for b, (v, m) in sorted(best.items()))
+    return text
 
 
 class GridRunner:

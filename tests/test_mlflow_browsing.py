@@ -8,9 +8,12 @@ import io
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pytest
 
 from hashbench import registry, report
+from hashbench.api import Hasher, MethodMeta, binarize
 from hashbench.cli import main
 from hashbench.tracking import Store, TrialRecord
 
@@ -105,3 +108,69 @@ def test_an_old_store_still_skips_its_trials_and_its_runs_share_rows_with_new_on
     grown = {key for key in before if key[1:] == ("ADSH (sampled)", 12)}
     assert len(grown) == 2  # Table 1 and Table 2 both show the sampled ADSH row
     assert after == {key: n + (key in grown) for key, n in before.items()}
+
+
+class Stopper(Hasher):
+    """Fails at 8 bits; at 16 bits acts as if Ctrl-C came during fit."""
+
+    meta = MethodMeta(name="stopper", title="Stopper", citation="test", family="shallow")
+
+    def __init__(self, bits=32):
+        self.bits = bits
+
+    def fit(self, data, ctx):
+        if self.bits == 16:
+            raise KeyboardInterrupt
+        raise ValueError("no codes today")
+
+    def encode(self, inputs):
+        return binarize(np.ones((len(inputs), self.bits)))
+
+
+def _grid(uri):
+    (parent,) = [r for r in Store(uri).client.search_runs([Store(uri).experiment_id])
+                 if r.data.tags.get("hashbench.kind") == "grid"]
+    return parent
+
+
+def test_the_grid_run_carries_counts_wall_time_and_mean_map_per_method_and_bits(tmp_path):
+    uri = f"sqlite:///{tmp_path}/g.db"
+    assert main(["run", "--methods", "lsh,itq", "--bits", "8", "--seeds", "0,1", "--quiet",
+                 "--tracking-uri", uri]) == 0
+    parent = _grid(uri)
+    metrics = parent.data.metrics
+    trials = Store(uri).trial_runs("FINISHED")
+    for method in ("lsh", "itq"):
+        maps = [r.data.metrics["map"] for r in trials if r.data.params["method"] == method]
+        assert len(maps) == 2 and metrics[f"map/{method}_8b"] == pytest.approx(np.mean(maps))
+    assert {k: v for k, v in metrics.items() if k.startswith("trials_")} == {
+        "trials_planned": 4, "trials_finished": 4, "trials_skipped": 0, "trials_failed": 0, "trials_killed": 0}
+    assert metrics["wall_seconds"] > 0 and parent.info.status == "FINISHED"
+    best8 = max(("lsh", "itq"), key=lambda m: metrics[f"map/{m}_8b"])
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith("digits grid, 4 trials (4 finished) in ")
+    assert f"8 bits {best8} {metrics[f'map/{best8}_8b']:.4f}" in note
+
+
+def test_a_grid_ended_by_ctrl_c_still_gets_its_summary(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/k.db"
+    registry.register(Stopper)
+    try:
+        code = main(["run", "--methods", "lsh,stopper", "--bits", "8,16", "--quiet", "--tracking-uri", uri])
+    finally:
+        registry.unregister("stopper")
+    assert code == 130
+    parent = _grid(uri)
+    statuses = sorted((r.data.params["method"], r.data.params["bits"], r.info.status)
+                      for r in Store(uri).trial_runs())
+    assert statuses == [("lsh", "16", "FINISHED"), ("lsh", "8", "FINISHED"),
+                        ("stopper", "16", "KILLED"), ("stopper", "8", "FAILED")]
+    metrics = parent.data.metrics
+    assert parent.info.status == "KILLED"
+    assert {k: v for k, v in metrics.items() if k.startswith("trials_")} == {
+        "trials_planned": 4, "trials_finished": 2, "trials_skipped": 0, "trials_failed": 1, "trials_killed": 1}
+    assert set(metrics) == {"map/lsh_8b", "map/lsh_16b", "wall_seconds", *(k for k in metrics if k.startswith("trials_"))}
+    assert parent.data.tags["hashbench.n_killed"] == "1"
+    assert parent.data.tags["mlflow.note.content"].endswith("; ended KILLED. Best mean MAP: "
+                                                            f"8 bits lsh {metrics['map/lsh_8b']:.4f}; "
+                                                            f"16 bits lsh {metrics['map/lsh_16b']:.4f}")
