@@ -12,18 +12,22 @@ paper's sizes: one GPU for the deep methods, one CPU for the shallow ones), all 
 ``--speedup`` (default 100,000: a simulated day takes under a second).
 
 For K = 1, 2, 4, 8 the script starts a local Ray cluster of K simulated nodes with ``ray
-start --block`` (a head and K - 1 workers on this machine, stopped by their process ids,
-each with ``--num-cpus 0`` and the custom resources ``sim_cpu`` (CPU slots,
-``--cpu-slots``) and ``sim_gpu`` (GPU slots, ``--gpu-slots``)), submits one task per trial
-the way :class:`hashbench.executors.RayExecutor` does (all at once, CPU trials asking for a
-CPU slot, GPU trials for a GPU slot) and waits for
-every outcome. It prints, per K: the measured makespan (scaled back to simulated hours), the
-ideal makespan of the same list schedule without any overhead (computed here, greedy on the
-first free slot in submission order), and the scheduling overhead per trial: (measured -
-ideal) x slots / trials, in real milliseconds.
+start --block`` (a head and K - 1 workers on this machine, each started once the one before
+has registered, stopped by their process ids; each with ``--num-cpus 0`` and the custom
+resources ``sim_cpu`` (CPU slots, ``--cpu-slots``) and ``sim_gpu`` (GPU slots,
+``--gpu-slots``); no dashboard, no log monitor, a 100 MB object store), submits one task per
+trial the way :class:`hashbench.executors.RayExecutor` does (all at once, CPU trials asking
+for a CPU slot, GPU trials for a GPU slot) and waits for every outcome. It prints, per K:
+the measured makespan (scaled back to simulated hours), the ideal makespan of the same list
+schedule without any overhead (computed here, greedy on the first free slot in submission
+order), the scheduling overhead per trial: (measured - ideal) x slots / trials, in real
+milliseconds, the time the cluster took to start, its processes and their resident memory
+(with psutil), and the load average at the end.
 
-Sleeping tasks need no CPU, so many slots fit on a small machine; each slot still costs one
-Ray worker process, so keep K x (cpu slots + gpu slots) modest here (the default: 8 x 3).
+Sleeping tasks need no CPU, so many slots fit on a small machine; each node still runs a
+raylet, a dashboard agent and a runtime-env agent (the head also the GCS and the
+autoscaler's monitor), and each slot one Ray worker process: on a shared 2-CPU machine
+their background work is what the overhead column measures as K grows.
 
     nice -n 10 .venv/bin/python benchmarks/grid_scaling.py                    # K = 1, 2, 4, 8
     .venv/bin/python benchmarks/grid_scaling.py --nodes 1,2 --speedup 400000  # quicker
@@ -129,25 +133,62 @@ def ray_cli() -> str:
     return shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
 
 
-def start_cluster(nodes: int, cpu_slots: int, gpu_slots: int,
-                  port: int) -> tuple[str, list[subprocess.Popen]]:
+def start_cluster(nodes: int, cpu_slots: int, gpu_slots: int, port: int,
+                  logs: Path) -> tuple[str, list[subprocess.Popen]]:
     """A head and ``nodes - 1`` workers on this machine, each one simulated node: ``ray start
-    --block`` processes in sessions of their own, stopped by :func:`stop_cluster` (only them)."""
+    --block`` processes in sessions of their own (output in ``logs``), stopped by
+    :func:`stop_cluster` (only them). Connects this process to the head.
+
+    The workers start one at a time, each once the one before has registered: nodes started
+    together on one machine race for the same object store socket name in the session's
+    ``sockets`` folder (each takes the first free ``plasma_store.N``) and all but one raylet abort
+    with "bind: Address already in use" (what stopped K = 4 before). Every node is made light:
+    no log monitor (the driver does not print worker logs), no dashboard, a 100 MB object store
+    (the tasks return one float each), and the worker pool sized to its slots."""
+    import ray
+
     resources = json.dumps({"sim_cpu": cpu_slots, "sim_gpu": gpu_slots})
     common = ["--num-cpus", "0", "--num-gpus", "0", "--resources", resources, "--disable-usage-stats",
-              "--block"]
+              "--include-log-monitor", "false", "--object-store-memory", str(100 * 1024**2), "--block"]
+    # with --num-cpus 0 the raylet would start one worker process at a time and keep at most one
+    # idle: size both to the node's slots, as a node with that many CPUs gets
+    env = {**os.environ, "RAY_num_workers_soft_limit": str(cpu_slots + gpu_slots)}
     address = f"127.0.0.1:{port}"
     procs = []
 
-    def start(*options: str) -> None:
-        procs.append(subprocess.Popen([ray_cli(), "start", *options, *common], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL, start_new_session=True))
+    def start(*options: str) -> subprocess.Popen:
+        log = logs / f"node{len(procs)}.log"
+        with log.open("wb") as out:
+            procs.append(subprocess.Popen([ray_cli(), "start", *options, *common], stdout=out,
+                                          stderr=subprocess.STDOUT, env=env, start_new_session=True))
+        return procs[-1]
 
-    start("--head", "--port", str(port), "--include-dashboard", "false")
-    wait_for_port(port, procs[0])  # the head's GCS must answer before workers join
-    for _ in range(nodes - 1):
-        start("--address", address)
+    try:
+        head = start("--head", "--port", str(port), "--include-dashboard", "false")
+        wait_for_port(port, head)  # the head's GCS must answer before anyone joins
+        ray.init(address=address, log_to_driver=False)
+        for joined in range(1, nodes + 1):
+            node = head if joined == 1 else start("--address", address)
+            wait_until(lambda n=joined: sum(n_["Alive"] for n_ in ray.nodes()) >= n, node,
+                       f"node {joined} of {nodes} did not join", logs / f"node{joined - 1}.log")
+        wait_until(lambda: ray.cluster_resources().get("sim_cpu", 0) >= nodes * cpu_slots, head,
+                   "the simulated nodes' resources did not all appear", logs / "node0.log")
+    except BaseException:
+        ray.shutdown()
+        stop_cluster(procs, port)
+        raise
     return address, procs
+
+
+def wait_until(ready, proc: subprocess.Popen, what: str, log: Path, timeout: float = 120) -> None:
+    """Until ``ready()``; fails with the end of ``log`` when ``proc`` exits or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            why = f"exited with {proc.returncode}" if proc.poll() is not None else f"{timeout:.0f} s passed"
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+            raise RuntimeError(f"{what} ({why}); the end of {log}: " + " | ".join(tail))
+        time.sleep(0.2)
 
 
 def wait_for_port(port: int, head: subprocess.Popen, timeout: float = 180) -> None:
@@ -183,18 +224,32 @@ def stop_cluster(procs: list[subprocess.Popen], port: int) -> None:
             current.unlink()
 
 
+def cluster_size(procs: list[subprocess.Popen]) -> tuple[int, int]:
+    """Processes and summed resident memory (bytes) of the nodes: each ``ray start`` and all
+    it started (GCS, raylet, agents, workers); (0, 0) without psutil."""
+    try:
+        import psutil
+    except ImportError:
+        return 0, 0
+    count = rss = 0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            top = psutil.Process(proc.pid)
+            for process in [top, *top.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    rss += process.memory_info().rss
+                    count += 1
+    return count, rss
+
+
 def simulate(trials: list[SimTrial], nodes: int, args: argparse.Namespace) -> dict[str, float]:
     import ray
 
-    address, procs = start_cluster(nodes, args.cpu_slots, args.gpu_slots, args.port)
+    logs = Path(tempfile.mkdtemp(prefix=f"grid_scaling_k{nodes}_"))
+    started = time.monotonic()
+    address, procs = start_cluster(nodes, args.cpu_slots, args.gpu_slots, args.port, logs)
+    startup = time.monotonic() - started
     try:
-        ray.init(address=address, log_to_driver=False)
-        deadline = time.monotonic() + 120
-        while ray.cluster_resources().get("sim_cpu", 0) < nodes * args.cpu_slots:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the simulated nodes did not all join")
-            time.sleep(0.5)
-
         @ray.remote(num_cpus=0, max_retries=0)
         def trial(seconds: float) -> float:
             time.sleep(seconds)
@@ -202,9 +257,11 @@ def simulate(trials: list[SimTrial], nodes: int, args: argparse.Namespace) -> di
 
         cpu_task = trial.options(resources={"sim_cpu": 1})
         gpu_task = trial.options(resources={"sim_gpu": 1})
-        # warm the worker pool so the first wave does not pay for process start-up
-        ray.get([cpu_task.remote(0.0) for _ in range(nodes * args.cpu_slots)]
-                + [gpu_task.remote(0.0) for _ in range(nodes * args.gpu_slots)])
+        # warm the worker pool so the first wave does not pay for process start-up: tasks long
+        # enough that every slot of every node holds one at the same time (one worker each)
+        ray.get([cpu_task.remote(2.0) for _ in range(nodes * args.cpu_slots)]
+                + [gpu_task.remote(2.0) for _ in range(nodes * args.gpu_slots)])
+        processes, rss = cluster_size(procs)  # every node's raylet, agents and warm workers
         durations = [t.seconds / args.speedup for t in trials]
         started = time.monotonic()
         refs = [(gpu_task if t.gpu else cpu_task).remote(d) for t, d in zip(trials, durations, strict=True)]
@@ -216,10 +273,12 @@ def simulate(trials: list[SimTrial], nodes: int, args: argparse.Namespace) -> di
     finally:
         ray.shutdown()
         stop_cluster(procs, args.port)
+        shutil.rmtree(logs, ignore_errors=True)
     ideal = ideal_makespan(durations, [t.gpu for t in trials], nodes * args.cpu_slots, nodes * args.gpu_slots)
     slots = nodes * (args.cpu_slots + args.gpu_slots)
     hours = args.speedup / 3600
     return {"nodes": nodes, "makespan_h": makespan * hours, "ideal_h": ideal * hours, "real_s": makespan,
+            "startup_s": startup, "processes": processes, "rss_mib": rss / 2**20,
             "submit_ms_per_trial": 1000 * submitted / len(trials),
             "overhead_ms_per_trial": 1000 * max(0.0, makespan - ideal) * slots / len(trials)}
 
@@ -251,7 +310,8 @@ def main() -> None:
           f"({'measured + ' if measured else ''}estimated durations); node = {args.cpu_slots} CPU + "
           f"{args.gpu_slots} GPU slots; time x{args.speedup:g}; {os.cpu_count()} real CPUs", flush=True)
     print(f"{'K':>2}  {'makespan':>10}  {'ideal':>10}  {'speed-up':>8}  {'real s':>7}  "
-          f"{'submit ms/trial':>15}  {'overhead ms/trial':>17}", flush=True)
+          f"{'submit ms/trial':>15}  {'overhead ms/trial':>17}  {'cluster start s':>15}  {'processes':>9}  "
+          f"{'RSS MiB':>7}  load", flush=True)
     first = None
     for nodes in (int(k) for k in args.nodes.split(",")):
         row = simulate(trials, nodes, args)
@@ -259,7 +319,9 @@ def main() -> None:
         print(f"{nodes:>2}  {row['makespan_h']:>9,.1f}h  {row['ideal_h']:>9,.1f}h  "
               f"{first / row['makespan_h']:>7.2f}x  "
               f"{row['real_s']:>7.1f}  {row['submit_ms_per_trial']:>15.2f}  "
-              f"{row['overhead_ms_per_trial']:>17.1f}", flush=True)
+              f"{row['overhead_ms_per_trial']:>17.1f}  {row['startup_s']:>15.1f}  {row['processes']:>9}  "
+              f"{row['rss_mib']:>7.0f}  "
+              f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
 
 
 if __name__ == "__main__":

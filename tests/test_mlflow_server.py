@@ -124,10 +124,9 @@ def test_process_pool_against_a_postgresql_backed_server(mlflow_server, tmp_path
     assert "4 finished" in err and "running" in err and "remaining" in err
     assert _finished(mlflow_server) == local  # same run keys, same MAPs
 
-    started = time.perf_counter()
-    assert main([*remote, "--quiet"]) == 0  # everything finished: planned and skipped, nothing submitted
-    assert "4 skipped" in capsys.readouterr().err
-    assert time.perf_counter() - started < 60
+    assert main(remote) == 0  # everything finished: planned and skipped, nothing submitted
+    err = capsys.readouterr().err
+    assert "4 skipped" in err and "worker process" not in err  # no pool started
 
     assert main(["report", "--tracking-uri", mlflow_server, "--no-figures", "--out", str(tmp_path / "r1")]) == 0
     served = capsys.readouterr().out
