@@ -41,8 +41,12 @@ output, as the LFH and COSDISH demos preprocess) and ``gram_matrix(x)`` (``X^T X
 float64 from row chunks).
 
 Threads: LightGBM uses ``n_jobs`` threads; by default one thread for small problems (fewer
-than 4 million feature cells) and otherwise the ``HASHBENCH_THREADS`` environment variable,
-else 2. Results do not depend on it (LightGBM runs with ``deterministic=True`` and
+than 4 million feature cells; when boosting, the cells one tree reads: rows times the bagging
+share times the sampled features) and otherwise the ``HASHBENCH_THREADS`` environment variable,
+else 2. (Issue 14: at 5,000 x 4,096 with a tenth of the features per tree, one thread took
+96 ms a round and two 289 ms, best of 3 in one process at load 15 on 2 cores; 34 vs 863 ms
+at load 2. Binning and prediction still follow the whole input's size.) Results do not
+depend on it (LightGBM runs with ``deterministic=True`` and
 column-wise histograms).
 """
 
@@ -71,6 +75,8 @@ _BIN_SAMPLE_ROWS = 20_000
 # all of them up to 256 dims (auto_feature_fraction).
 AUTO_MIN_FEATURES = 256
 AUTO_MIN_FRACTION = 0.1
+# bagging_fraction=None ("auto", issue 14): each round's tree sees about this many rows
+AUTO_BAGGING_ROWS = 5000
 
 
 def auto_feature_fraction(d: int) -> float:
@@ -103,6 +109,13 @@ def auto_feature_fraction(d: int) -> float:
     Fashion-MNIST pixels and XGBoost's multi-output trees were slower (earlier measurements).
     """
     return float(min(1.0, max(AUTO_MIN_FRACTION, AUTO_MIN_FEATURES / max(int(d), 1))))
+
+
+def auto_bagging_fraction(n: int) -> float:
+    """The per-round row fraction that ``bagging_fraction=None`` picks for ``n`` training rows:
+    ``min(1, 5,000 / n)``, so each tree sees about as many rows as a sampled-mode fit (every
+    row up to 5,000; a "-D" fit on CIFAR-10's 59,000 database items: 8.5 %)."""
+    return float(min(1.0, AUTO_BAGGING_ROWS / max(int(n), 1)))
 
 
 def default_threads() -> int:
@@ -158,7 +171,8 @@ class BoostedTrees:
       ``feature_fraction_``), the methods' default since issue 14; ``max_bin``: the
       histogram bins per feature; ``bagging_fraction`` < 1: each round's tree sees that
       fraction of the rows (LightGBM bagging, redrawn every round, seeded by the bit's seed),
-      for the "-D" fits on a whole database (issue 14; off by default).
+      for the "-D" fits on a whole database (issue 14); ``None`` picks
+      :func:`auto_bagging_fraction` of the training rows (kept as ``bagging_fraction_``).
 
     Cost is about linear in rows x features x rounds x bits: at 59,000 x 4,096 a round takes
     about a second on two cores, so the reference 200 rounds x 48 bits take hours there.
@@ -177,7 +191,7 @@ class BoostedTrees:
                  n_jobs: int | None = None, pca_dims: int | None = None,
                  backend: str = "lightgbm", early_stopping_rounds: int = 0,
                  validation_fraction: float = 0.1, device: str = "auto",
-                 bagging_fraction: float = 1.0) -> None:
+                 bagging_fraction: float | None = 1.0) -> None:
         self.n_rounds = n_rounds
         self.max_depth = max_depth
         self.learning_rate = learning_rate
@@ -193,6 +207,7 @@ class BoostedTrees:
         self.bagging_fraction = bagging_fraction
         self.models_: list[Any] = []
         self.feature_fraction_: float | None = None
+        self.bagging_fraction_: float | None = None
         self.projection_: PrincipalProjection | None = None
         self.rounds_: list[int] = []
         self._train_set: Any = None
@@ -204,6 +219,14 @@ class BoostedTrees:
         if self.n_jobs:
             return self.n_jobs
         return 1 if n_cells < _SMALL_PROBLEM_CELLS else default_threads()
+
+    def _boosting_cells(self, inputs: np.ndarray) -> int:
+        """Feature cells one tree reads: rows (times the bagging share) x the sampled features.
+        The boosting threads follow this, not ``inputs.size``: at 5,000 x 4,096 with a tenth
+        of the features a tree reads 2 million cells, and there a second thread lost 3x on a
+        busy 2-core machine (issue 14, ``_SMALL_PROBLEM_CELLS``)."""
+        rows = len(inputs) * min(1.0, self.bagging_fraction_ or 1.0)
+        return int(rows * inputs.shape[1] * (self.feature_fraction_ or 1.0))
 
     def _params(self, seed: int, threads: int) -> dict[str, Any]:
         return {
@@ -218,8 +241,8 @@ class BoostedTrees:
             "force_col_wise": True,
             "seed": seed,
             "verbose": -1,
-        } | ({"bagging_fraction": self.bagging_fraction, "bagging_freq": 1,
-              "bagging_seed": seed} if self.bagging_fraction < 1.0 else {})
+        } | ({"bagging_fraction": self.bagging_fraction_, "bagging_freq": 1,
+              "bagging_seed": seed} if (self.bagging_fraction_ or 1.0) < 1.0 else {})
 
     def _check(self) -> None:
         if self.backend not in TREE_BACKENDS:
@@ -229,7 +252,7 @@ class BoostedTrees:
             raise ConfigError(f"pca_dims must be positive or None, got {self.pca_dims}")
         if self.feature_fraction is not None and not 0.0 < self.feature_fraction <= 1.0:
             raise ConfigError(f"feature_fraction must be in (0, 1] or None, got {self.feature_fraction}")
-        if not 0.0 < self.bagging_fraction <= 1.0:
+        if self.bagging_fraction is not None and not 0.0 < self.bagging_fraction <= 1.0:
             raise ConfigError(f"bagging_fraction must be in (0, 1], got {self.bagging_fraction}")
         if self.early_stopping_rounds and not 0.0 < self.validation_fraction < 0.5:
             raise ConfigError(f"validation_fraction must be in (0, 0.5), got {self.validation_fraction}")
@@ -252,6 +275,8 @@ class BoostedTrees:
     def _resolve_fraction(self, inputs: np.ndarray) -> None:
         self.feature_fraction_ = (auto_feature_fraction(inputs.shape[1]) if self.feature_fraction is None
                                   else float(self.feature_fraction))
+        self.bagging_fraction_ = (auto_bagging_fraction(len(inputs)) if self.bagging_fraction is None
+                                  else float(self.bagging_fraction))
 
     def _tree_inputs(self, x: np.ndarray) -> np.ndarray:
         return x if self.projection_ is None else self.projection_.transform(x)
@@ -306,7 +331,7 @@ class BoostedTrees:
             weight = np.asarray(sample_weight, np.float64).reshape(-1)
             if len(weight) != len(inputs):
                 raise ValueError(f"sample_weight has {len(weight)} rows, features have {len(inputs)}")
-        params = self._params(seed, self._threads(inputs.size))
+        params = self._params(seed, self._threads(self._boosting_cells(inputs)))
         if self.early_stopping_rounds:
             train_rows, valid_rows = _holdout(len(inputs), self.validation_fraction, seed)
             data_params = {"max_bin": self.max_bin, "verbose": -1, "num_threads": params["num_threads"],
@@ -372,7 +397,7 @@ class BoostedTrees:
             "objective": "binary:logistic", "eval_metric": "logloss",
             "max_depth": self.max_depth, "eta": self.learning_rate, "max_bin": self.max_bin,
             "min_child_weight": 0.0, "colsample_bytree": self.feature_fraction_ or 1.0,
-            "nthread": self._threads(inputs.size), "seed": seed, "device": device,
+            "nthread": self._threads(self._boosting_cells(inputs)), "seed": seed, "device": device,
         }
         kept = np.flatnonzero(~constant)
         booster, rounds = None, 0

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hashbench.errors import ConfigError
-from hashbench.oos import BoostedTrees, PrincipalProjection, auto_feature_fraction
+from hashbench.oos import BoostedTrees, PrincipalProjection, auto_bagging_fraction, auto_feature_fraction
 
 
 def _problem(n: int = 600, d: int = 40, bits: int = 6, seed: int = 0):
@@ -113,6 +113,41 @@ def test_bagging_is_seeded_and_checked():
     assert np.mean(np.where(first > 0, 1, -1) == codes) > 0.9
     with pytest.raises(ConfigError):
         BoostedTrees(bagging_fraction=0.0).fit(x, codes)
+
+
+def test_auto_bagging_keeps_small_sets_whole_and_samples_large_ones():
+    assert auto_bagging_fraction(400) == 1.0
+    assert auto_bagging_fraction(5000) == 1.0
+    assert auto_bagging_fraction(59000) == pytest.approx(5000 / 59000)  # CIFAR-10's database
+    x, codes = _problem()  # 600 rows: the auto setting is the reference setting
+    auto = BoostedTrees(n_rounds=20, bagging_fraction=None).fit(x, codes, seed=3)
+    whole = BoostedTrees(n_rounds=20).fit(x, codes, seed=3)
+    assert auto.bagging_fraction_ == 1.0
+    np.testing.assert_array_equal(auto.decision_function(x), whole.decision_function(x))
+    big, big_codes = _problem(n=8000, seed=1)
+    sampled = BoostedTrees(n_rounds=20, bagging_fraction=None).fit(big, big_codes, seed=3)
+    assert sampled.bagging_fraction_ == pytest.approx(5000 / 8000)
+    reference = BoostedTrees(n_rounds=20).fit(big, big_codes, seed=3)
+    assert not np.array_equal(sampled.decision_function(x), reference.decision_function(x))
+    # on held-out rows, about as accurate as trees that see every row each round
+    accuracy = np.mean(sampled.predict(x) == codes)
+    assert accuracy > 0.75
+    assert accuracy > np.mean(reference.predict(x) == codes) - 0.02
+
+
+def test_boosting_threads_follow_the_cells_a_tree_reads():
+    trees = BoostedTrees()
+    wide = np.empty((5000, 4096), dtype=np.float32)
+    trees.feature_fraction_, trees.bagging_fraction_ = 1.0, 1.0
+    assert trees._threads(trees._boosting_cells(wide)) == 2  # 20 million cells
+    trees.feature_fraction_ = 0.1  # 410 features: 2 million cells, one thread
+    assert trees._boosting_cells(wide) == 2_048_000
+    assert trees._threads(trees._boosting_cells(wide)) == 1
+    database = np.empty((59000, 4096), dtype=np.float32)
+    assert trees._threads(trees._boosting_cells(database)) == 2
+    trees.bagging_fraction_ = auto_bagging_fraction(59000)  # about 5,000 rows per tree again
+    assert trees._threads(trees._boosting_cells(database)) == 1
+    assert BoostedTrees(n_jobs=3)._threads(10**9) == 3
 
 
 def test_auto_feature_fraction_keeps_low_dimensional_inputs_whole():
