@@ -805,24 +805,9 @@ class RunRecorder:
         metric histories of the same curve show MLflow's "Step" instead."""
         self.log_text(frame.to_csv(index=False), f"curves/{name}.csv")
         self.log_text(frame.to_json(orient="records"), f"curves/{name}.json")
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(4.5, 3.2))  # fixed margins: a layout engine doubles the cost per trial
-        ax = fig.add_axes((0.14, 0.14, 0.82, 0.76))
-        step, *values = list(frame.columns)
-        if {"precision", "recall"} <= set(values) and step == "radius":
-            ax.plot(frame["recall"], frame["precision"], marker="o", markersize=3)
-            ax.set_xlabel("recall")
-            ax.set_ylabel("precision")
-            ax.set_title(f"precision-recall, Hamming radius 0..{int(frame[step].max())}", fontsize=9)
-        else:
-            for column in values:
-                ax.plot(frame[step], frame[column], label=column)
-            ax.set_xlabel(step)
-            ax.legend(frameon=False)
-            ax.set_title(name)
-        ax.grid(alpha=0.3)
-        _retry(lambda: self.client.log_figure(self.run_id, fig, f"curves/{name}.png"), uri=self.uri)
+        image = CURVE_PLOTS.image(name, frame)
+        _retry(lambda: self.client.log_image(self.run_id, image, artifact_file=f"curves/{name}.png"),
+               uri=self.uri)
 
     def end(self, status: str = "FINISHED") -> None:
         """Flush and close the run with FINISHED, FAILED or KILLED (the description gains the
@@ -833,6 +818,75 @@ class RunRecorder:
                 self.set_tags({NOTE_TAG: f"{self.note}: MAP {self._map:.4f}"})
         finally:
             _retry(lambda: self.client.set_terminated(self.run_id, status=status), uri=self.uri)
+
+
+class CurvePlots:
+    """A trial's curves as small PNG images with their real x axis: precision against recall
+    over the Hamming radii, else every column against the first (K); precision and recall on
+    a fixed [0, 1] axis, K from 0 to its largest value.
+
+    Drawing the axes, ticks, labels, title and legend is nearly all of a figure's cost (text
+    layout), and with fixed limits they depend only on the curve's name, columns and largest K.
+    So they are drawn once per process and kept (matplotlib's blitting: ``copy_from_bbox``),
+    and each trial restores that background, draws its lines on it and encodes the PNG
+    (``benchmarks/curve_figures.py``: about a tenth of drawing a new figure per curve)."""
+
+    MAX_KEPT = 32
+
+    def __init__(self) -> None:
+        self._kept: dict[tuple[Any, ...], tuple[Any, Any, list[Any], Any]] = {}
+        self._lock = threading.Lock()
+
+    def image(self, name: str, frame: Any) -> Any:
+        """The curve ``frame`` (first column the x axis) as a ``PIL.Image``."""
+        from PIL import Image
+
+        step, *values = [str(c) for c in frame.columns]
+        pr = step == "radius" and {"precision", "recall"} <= set(values)
+        pairs = [("recall", "precision")] if pr else [(step, column) for column in values]
+        xmax = 1.0 if pr else float(frame[step].max())
+        key = (name, step, tuple(values), xmax, int(frame[step].max()) if pr else 0)
+        with self._lock:
+            canvas, ax, lines, background = self._kept.get(key) or self._background(key, name, frame, pr)
+            canvas.restore_region(background)
+            for line, (x, y) in zip(lines, pairs, strict=True):
+                line.set_data(frame[x].to_numpy(), frame[y].to_numpy())
+                ax.draw_artist(line)
+            width, height = canvas.get_width_height()
+            return Image.frombuffer("RGBA", (width, height), bytes(canvas.buffer_rgba()), "raw", "RGBA", 0, 1)
+
+    def _background(self, key: tuple[Any, ...], name: str, frame: Any,
+                    pr: bool) -> tuple[Any, Any, list[Any], Any]:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(4.5, 3.2))  # fixed margins: a layout engine doubles the cost
+        canvas = FigureCanvasAgg(fig)
+        ax = fig.add_axes((0.14, 0.14, 0.82, 0.76))
+        step, *values = [str(c) for c in frame.columns]
+        if pr:
+            lines = [ax.plot([], [], marker="o", markersize=3, animated=True)[0]]
+            ax.set_xlabel("recall")
+            ax.set_ylabel("precision")
+            ax.set_xlim(0, 1.02)
+            ax.set_title(f"precision-recall, Hamming radius 0..{int(frame[step].max())}", fontsize=9)
+        else:
+            lines = [ax.plot([], [], label=column, animated=True)[0] for column in values]
+            ax.set_xlabel(step)
+            ax.set_xlim(0, float(frame[step].max()))
+            ax.legend(frameon=False, loc="center right")  # drawn before the lines: no "best" place
+            ax.set_title(name)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        canvas.draw()
+        kept = (canvas, ax, lines, canvas.copy_from_bbox(fig.bbox))
+        if len(self._kept) >= self.MAX_KEPT:
+            self._kept.pop(next(iter(self._kept)))
+        self._kept[key] = kept
+        return kept
+
+
+CURVE_PLOTS = CurvePlots()
 
 
 def _param_text(value: Any) -> str:

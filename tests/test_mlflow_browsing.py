@@ -15,7 +15,7 @@ import pytest
 from hashbench import registry, report
 from hashbench.api import Hasher, MethodMeta, binarize
 from hashbench.cli import main
-from hashbench.tracking import Store, TrialRecord
+from hashbench.tracking import CurvePlots, Store, TrialRecord
 
 
 def test_runs_carry_description_source_and_curve_artifacts(tmp_path):
@@ -174,3 +174,21 @@ def test_a_grid_ended_by_ctrl_c_still_gets_its_summary(tmp_path, capsys):
     assert parent.data.tags["mlflow.note.content"].endswith("; ended KILLED. Best mean MAP: "
                                                             f"8 bits lsh {metrics['map/lsh_8b']:.4f}; "
                                                             f"16 bits lsh {metrics['map/lsh_16b']:.4f}")
+
+
+def test_curve_images_drawn_on_kept_axes_equal_fresh_ones():
+    """The axes of a curve are drawn once per process and reused: a trial's image never shows
+    the lines of the trial before it, and equals the image a fresh plotter draws."""
+    k = np.arange(1, 51)
+    first = pd.DataFrame({"k": k, "precision": 1 / np.sqrt(k), "recall": k / 50})
+    second = first.assign(precision=0.5 * first["precision"])
+    radius = pd.DataFrame({"radius": range(9), "precision": np.linspace(1, 0.2, 9),
+                           "recall": np.linspace(0.01, 1, 9)})
+    plots = CurvePlots()
+    a = np.asarray(plots.image("precision_at_k", first))
+    b = np.asarray(plots.image("precision_at_k", second))
+    pr = np.asarray(plots.image("pr_curve", radius))
+    again = np.asarray(plots.image("precision_at_k", first))
+    fresh = np.asarray(CurvePlots().image("precision_at_k", first))
+    assert a.shape == (320, 450, 4) and (a != b).any() and a.shape == pr.shape
+    assert np.array_equal(a, again) and np.array_equal(a, fresh)
