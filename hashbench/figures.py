@@ -105,8 +105,33 @@ def _band(ax, x, mean, std, label: str, style: dict[str, Any]) -> None:
         ax.fill_between(x, mean - std, mean + std, color=style["color"], alpha=0.15, linewidth=0)
 
 
+ZOOM_BAND = 0.1  # lines whose every mean lies in the top tenth of a panel's range ...
+ZOOM_MIN_LINES = 4  # ... and at least this many of them: a zoom panel shows them apart
+
+
+def top_cluster(means: pd.DataFrame) -> tuple[float, float, list[str]] | None:
+    """The lines that crowd the top of a panel: ``means`` has one row per line and one column
+    per code length. Returns (low, high, names) with the y range that holds them, padded,
+    when at least ``ZOOM_MIN_LINES`` lines (but not all) stay in the top ``ZOOM_BAND`` of the
+    panel's range at every length; else None."""
+    values = means.to_numpy(dtype=float)
+    if values.size == 0 or np.isnan(values).all():
+        return None
+    top, bottom = np.nanmax(values), np.nanmin(values)
+    span = top - bottom
+    inside = np.nanmin(np.where(np.isnan(values), top, values), axis=1) >= top - ZOOM_BAND * span
+    names = [str(n) for n, keep in zip(means.index, inside, strict=True) if keep]
+    if span <= 0 or not ZOOM_MIN_LINES <= len(names) < len(means):
+        return None
+    low = float(np.nanmin(means.loc[names].to_numpy(dtype=float)))
+    pad = max(0.08 * (top - low), 1e-3)
+    return low - pad, float(top) + pad, names
+
+
 def precision_vs_bits(frame: pd.DataFrame, out: Path, topk: int | None = None) -> Path | None:
-    """Fig. 2 style; returns None when no p@K metric was recorded."""
+    """Fig. 2 style; returns None when no p@K metric was recorded. When many lines crowd the
+    top of a panel (:func:`top_cluster`), a zoom panel below it shows them on their own y
+    range, and the main panel marks the zoomed region."""
     done = latest_finished(frame)
     ks = sorted(int(c.split("_at_")[1]) for c in done.columns
                 if c.startswith("metric.p_at_") and done[c].notna().any())
@@ -118,23 +143,70 @@ def precision_vs_bits(frame: pd.DataFrame, out: Path, topk: int | None = None) -
             .agg(["mean", "std", "count"]).reset_index())
     protocols = sorted(data["protocol"].unique())
     style = styles(list(frame["display"].unique()))
-    fig, axes = _figure(len(protocols))
-    for ax, protocol in zip(axes, protocols, strict=True):
+    zooms = {p: top_cluster(data[data["protocol"] == p].pivot(index="display", columns="bits", values="mean"))
+             for p in protocols}
+    fig, axes, zoom_axes = _fig2_axes(len(protocols), any(zooms.values()))
+    for i, (ax, protocol) in enumerate(zip(axes, protocols, strict=True)):
         part = data[data["protocol"] == protocol]
+        zoom, zoom_ax = zooms[protocol], zoom_axes[i] if zoom_axes else None
         for display, rows in part.groupby("display"):
-            _band(ax, rows["bits"].to_numpy(), rows["mean"].to_numpy(), rows["std"].to_numpy(),
-                  str(display), style[str(display)])
+            args = (rows["bits"].to_numpy(), rows["mean"].to_numpy(), rows["std"].to_numpy(),
+                    str(display), style[str(display)])
+            _band(ax, *args)
+            if zoom and zoom_ax is not None and display in zoom[2]:
+                _band(zoom_ax, *args)
         ax.set_title(protocol)
-        ax.set_xlabel("code length (bits)")
         ax.set_ylabel(f"precision@{k}")
-        ax.set_xticks(sorted(part["bits"].unique()))
-        ax.grid(alpha=0.3)
+        ticks = sorted(part["bits"].unique())
+        for each in (ax, zoom_ax):
+            if each is not None:
+                each.set_xticks(ticks)
+                each.grid(alpha=0.3)
+        if zoom and zoom_ax is not None:
+            zoom_ax.set_ylim(zoom[0], zoom[1])
+            zoom_ax.set_title(f"zoom: the top {len(zoom[2])} methods", fontsize=7)
+            zoom_ax.set_xlabel("code length (bits)")
+            ax.tick_params(labelbottom=True)
+            left, right = ax.get_xlim()  # the zoomed region as a box (no connector lines across ticks)
+            ax.indicate_inset((left, zoom[0], right - left, zoom[1] - zoom[0]), edgecolor="0.3")
+        else:
+            ax.set_xlabel("code length (bits)")
+            if zoom_ax is not None:
+                zoom_ax.set_visible(False)
     caption = (f"Precision of the top {k} of the Hamming ranking (ties broken by database index) versus "
                "code length; mean over seeds, band: ± one sample standard deviation.")
+    if any(zooms.values()):
+        caption += (" The lower panel zooms into the boxed region, where the top methods' lines "
+                    "would otherwise overlap.")
     longest = data[data["bits"] == data["bits"].max()].groupby("display")["mean"].mean()
     order = list(longest.sort_values(ascending=False).index)
     return _finish(fig, axes, out / f"fig2_precision_top{k}.png",
                    data.rename(columns={"mean": f"p@{k}_mean", "std": f"p@{k}_std"}), caption, order)
+
+
+def _fig2_axes(n_panels: int, zoom: bool):
+    """Fig. 2's panels as :func:`_figure`, each with a zoom panel below it when ``zoom``
+    (returned third, one per panel; an empty list without zoom)."""
+    if not zoom:
+        fig, axes = _figure(n_panels)
+        return fig, axes, []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(n_panels, 2)
+    rows = int(np.ceil(n_panels / cols))
+    plt.rcParams.update(RC)
+    width = PANEL_SIZE[0] if cols == 1 else 7.0
+    height = PANEL_SIZE[1] * 1.7 * rows + (0.5 if cols == 1 else 0)
+    fig, grid = plt.subplots(2 * rows, cols, figsize=(width, height), squeeze=False, layout="constrained",
+                             gridspec_kw={"height_ratios": [1.0, 0.7] * rows})
+    mains = [grid[2 * (i // cols), i % cols] for i in range(rows * cols)]
+    zooms = [grid[2 * (i // cols) + 1, i % cols] for i in range(rows * cols)]
+    for ax in mains[n_panels:] + zooms[n_panels:]:
+        ax.set_visible(False)
+    return fig, mains[:n_panels], zooms[:n_panels]
 
 
 def _histories(store: Store, runs: pd.DataFrame, names: list[str]) -> pd.DataFrame:

@@ -4,6 +4,7 @@ method that survives greyscale, and no Fig. 3 without per-epoch curves (a note s
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from hashbench import figures, report
 from hashbench.tracking import Store
@@ -41,3 +42,50 @@ def test_fig2_in_three_formats_with_data_and_caption_and_no_fig3_without_curves(
 
     width, height = Image.open(path).size  # one panel: a column of a two-column paper at 200 dpi
     assert width == round(figures.PANEL_SIZE[0] * 200)
+
+
+def test_top_cluster_finds_the_lines_crowding_the_top():
+    # range 0.40..1.00: the top tenth starts at 0.94; a, b, c, d stay above it at every length
+    means = pd.DataFrame({12: [0.99, 0.98, 0.97, 0.95, 0.93, 0.40], 24: [1.00, 0.99, 0.96, 0.97, 0.99, 0.60]},
+                         index=["a", "b", "c", "d", "e", "f"])
+    low, high, names = figures.top_cluster(means)
+    assert names == ["a", "b", "c", "d"]  # e dips to 0.93 at 12 bits
+    pad = 0.08 * (1.00 - 0.95)
+    assert (round(low, 6), round(high, 6)) == (round(0.95 - pad, 6), round(1.00 + pad, 6))
+    assert figures.top_cluster(means.drop(index="d")) is None  # three lines are not a crowd
+    assert figures.top_cluster(means.loc[["a", "b", "c", "d"]]) is None  # all lines: nothing to zoom from
+
+
+def _fig2_axes_and_caption(tmp_path, values):
+    import matplotlib.pyplot as plt
+
+    store = Store(f"sqlite:///{tmp_path}/z.db")
+    for protocol in ("digits", "other"):
+        for i, value in enumerate(values):
+            for bits in (12, 24):
+                add_run(store, f"m{i}", f"M{i}", bits, 0, value, protocol=protocol)
+    made = []
+    original = figures._finish
+
+    def keep(fig, axes, path, data, caption, order=None):
+        made.append([ax for ax in fig.axes if ax.get_visible()])
+        return original(fig, axes, path, data, caption, order)
+
+    figures._finish = keep
+    try:
+        path = figures.precision_vs_bits(report.collect(store), tmp_path)
+    finally:
+        figures._finish = original
+    plt.close("all")
+    return made[0], path.with_suffix(".txt").read_text()
+
+
+def test_fig2_zooms_into_a_crowded_top_in_every_panel(tmp_path):
+    axes, caption = _fig2_axes_and_caption(tmp_path, [0.99, 0.985, 0.98, 0.975, 0.6, 0.4])
+    zooms = [ax for ax in axes if ax.get_title().startswith("zoom")]
+    assert [ax.get_title() for ax in zooms] == ["zoom: the top 4 methods"] * 2
+    # p@100 = value / 2: the top four lie in 0.4875..0.495, padded by the 0.001 minimum
+    assert all(len(ax.get_lines()) == 4 and ax.get_ylim() == pytest.approx((0.4865, 0.496)) for ax in zooms)
+    assert "zooms into the boxed region" in caption
+    axes, caption = _fig2_axes_and_caption(tmp_path / "spread", [0.9, 0.7, 0.5, 0.3])
+    assert len(axes) == 2 and "zoom" not in caption
