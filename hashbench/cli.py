@@ -143,8 +143,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"loading methods ({args.methods}) and dataset "
               f"{args.dataset or args.protocol or 'digits'} ...", file=sys.stderr, flush=True)
     from hashbench import registry
-    from hashbench.progress import Reporter
-    from hashbench.runner import GridRunner, RunConfig
+    from hashbench.params import check_names, check_params
 
     bits = parse_int_list(args.bits, "bits", 1) if args.bits else None
     seeds = parse_int_list(args.seeds, "seeds", 0)
@@ -153,6 +152,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     for name in params:
         registry.get(name)  # unknown method in --param: did-you-mean error
     protocol = _protocol(args)
+    for cls in methods:  # the same checks the planner makes, before the runner (and its imports) load
+        check_names(cls, params.get(cls.meta.name, {}))
+        for b in bits or protocol.default_bits:
+            check_params(cls, params.get(cls.meta.name, {}), b)
+    from hashbench.progress import Reporter
+    from hashbench.runner import GridRunner, RunConfig
+
     config = RunConfig(
         methods=methods,
         protocol=protocol,

@@ -74,7 +74,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 _OS_PROBLEMS = {
-    errno.ENOSPC: "no space left on the device (disk full)",
+    errno.ENOSPC: "no space left on the device (the disk is full)",
     errno.EDQUOT: "disk quota exceeded",
     errno.EROFS: "read-only file system",
     errno.EACCES: "permission denied",

@@ -67,6 +67,20 @@ def rules_of(cls: type) -> dict[str, Any]:
     return rules
 
 
+def check_names(cls: type, params: dict[str, Any]) -> None:
+    """Every key of ``params`` is a hyper-parameter of ``cls``, else a one-line ConfigError with
+    a "did you mean"."""
+    known = cls.param_names()
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        from hashbench.registry import suggest
+
+        raise ConfigError(
+            f"method {cls.meta.name!r} has no parameter {unknown[0]!r}"
+            f"{suggest(unknown[0], known)} (parameters: {', '.join(known)})"
+        )
+
+
 def check_params(cls: type, params: dict[str, Any], bits: int | None = None) -> None:
     """Check ``params`` (``--param`` overrides of ``cls``) and ``bits`` against the method's
     declared types and ranges; raise a one-line ConfigError on the first breach."""

@@ -1,6 +1,8 @@
 """The method registry.
 
-Three sources, all lazy (nothing is imported until a method is first looked up):
+Three sources, all lazy (nothing is imported until a method is first looked up; looking up
+a built-in by name imports only its own module, found from the metadata :mod:`hashbench.catalog`
+reads statically, so ``run --methods lsh`` never imports torch):
 
 1. every module of the built-in package ``hashbench.methods`` (the repo's ``methods/``
    folder), found with ``pkgutil``: adding a method is adding one file;
@@ -16,6 +18,7 @@ plugin never breaks ``hashbench list`` or the other methods.
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import pkgutil
 import warnings
@@ -147,7 +150,8 @@ def plugins() -> dict[str, tuple[type[Hasher], str]]:
 
 def origin(name: str) -> str:
     """Where a method came from: its module, or ``plugin <distribution>``."""
-    _ensure_loaded()
+    if name not in _ORIGIN:
+        _ensure_loaded()
     return _ORIGIN.get(name, "unknown")
 
 
@@ -157,16 +161,46 @@ def suggest(name: str, choices: list[str]) -> str:
     return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
+@functools.cache
+def _builtin_modules() -> dict[str, str]:
+    """Built-in method id -> its module, read without importing the modules."""
+    from hashbench import catalog
+
+    return {name: entry.origin for name, entry in catalog.builtin_entries().items()}
+
+
+def _lookup(key: str) -> type[Hasher] | None:
+    """The class of ``key`` if it is registered or a built-in, importing only its module."""
+    if key not in _REGISTRY and not _loaded and key in _builtin_modules():
+        importlib.import_module(_builtin_modules()[key])
+    return _REGISTRY.get(key)
+
+
+def is_known(name: str) -> bool:
+    """Whether ``name`` is a method id (registered, built-in or a plugin's), loading the
+    plugins only for a name that is neither registered nor built in."""
+    key = name.strip().lower()
+    return key in _REGISTRY or key in _builtin_modules() or key in available()
+
+
 def get(name: str) -> type[Hasher]:
     """The class registered as ``name`` (case-insensitive); unknown names raise UsageError."""
-    methods = available()
     key = name.strip().lower()
-    if key in methods:
-        return methods[key]
-    raise UsageError(
-        f"unknown method {name!r}{suggest(key, list(methods))} "
-        f"(known: {', '.join(methods)})"
-    )
+    found = _lookup(key)
+    if found is not None:
+        return found
+    if _loaded:
+        methods = available()
+        if key in methods:
+            return methods[key]
+    found_plugins = plugins()
+    if key in found_plugins:  # not a built-in's id (a built-in would have been found above)
+        cls, where = found_plugins[key]
+        register(cls)
+        _ORIGIN[key] = where
+        return cls
+    known = sorted(set(_REGISTRY) | set(_builtin_modules()) | set(found_plugins))
+    raise UsageError(f"unknown method {name!r}{suggest(key, known)} (known: {', '.join(known)})")
 
 
 def resolve(names: str | list[str]) -> list[type[Hasher]]:

@@ -63,7 +63,7 @@ from hashbench.errors import (
     interruption_name,
 )
 from hashbench.evaluation import Conventions, evaluate, pack_codes
-from hashbench.params import check_params
+from hashbench.params import check_names, check_params
 from hashbench.progress import Reporter
 from hashbench.protocol import CROSS_MODAL_TASKS, Protocol, Split, materialise
 from hashbench.tracking import (
@@ -255,13 +255,7 @@ def tasks_for(modalities: tuple[str, ...], wanted: tuple[str, ...] = ("i2t", "t2
 
 def build_method(cls: type[Hasher], bits: int, params: dict[str, Any]) -> Hasher:
     """Instantiate ``cls`` with ``bits`` and overrides, naming any unknown parameter."""
-    known = cls.param_names()
-    unknown = sorted(set(params) - set(known))
-    if unknown:
-        raise ConfigError(
-            f"method {cls.meta.name!r} has no parameter {unknown[0]!r}"
-            f"{registry.suggest(unknown[0], known)} (parameters: {', '.join(known)})"
-        )
+    check_names(cls, params)
     return cls(**{**params, "bits": bits})
 
 
@@ -435,12 +429,13 @@ def _modes(config: RunConfig) -> dict[str, list[str]]:
     puts ADSH and Lin:V on the whole database under the ADSH paper's protocols), plus "full"
     for the protocol's ``train.variants`` with ``variants`` (the paper's Table 2 "-D" runs)."""
     protocol = config.protocol
-    known = {m.meta.name for m in config.methods} | set(registry.available())
+    known = {m.meta.name for m in config.methods}
     for listed, field_name in ((protocol.train_full, "train.full"), (protocol.variants, "train.variants")):
         for name in listed:
-            if name not in known:
+            if name not in known and not registry.is_known(name):
+                every = sorted(known | set(registry.available()))
                 raise ConfigError(f"protocol {protocol.name!r}: {field_name} names unknown method "
-                                  f"{name!r}{registry.suggest(name, sorted(known))}")
+                                  f"{name!r}{registry.suggest(name, every)}")
     modes = {}
     for cls in config.methods:
         name = cls.meta.name

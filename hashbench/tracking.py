@@ -324,24 +324,78 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _cache_root() -> Path:
+    return Path(os.environ.get("HASHBENCH_CACHE") or Path.home() / ".cache" / "hashbench")
+
+
+def _store_template() -> Path:
+    """Where this machine keeps an empty, fully migrated store of the installed MLflow version."""
+    from mlflow.version import VERSION
+
+    return _cache_root() / "stores" / f"empty-mlflow-{VERSION}.db"
+
+
+def _read_template(template: Path) -> bytes | None:
+    """The template's bytes, or None when there is none (or it cannot be read: then the store
+    is built from scratch, as without a template)."""
+    try:
+        data = template.read_bytes()
+    except OSError:
+        return None
+    return data if data.startswith(b"SQLite format 3\0") else None
+
+
+def _save_template(store: Path, template: Path) -> None:
+    """Keep a copy of the new, empty ``store`` as the template, without its Default experiment
+    (MLflow adds that on first open, with the new store's own artifact root and time). Best
+    effort: a cache that cannot be written only means the next store is built from scratch."""
+    import sqlite3
+
+    part = template.with_name(f"{template.name}.{os.getpid()}.part")
+    try:
+        template.parent.mkdir(parents=True, exist_ok=True)
+        part.write_bytes(store.read_bytes())
+        with contextlib.closing(sqlite3.connect(part)) as conn:
+            conn.execute("DELETE FROM experiments WHERE experiment_id = 0")
+            conn.commit()
+        os.replace(part, template)
+    except (OSError, sqlite3.Error):
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            part.unlink(missing_ok=True)
+
+
 def _create_sqlite_store(path: Path) -> None:
     """Build a new SQLite store atomically: the schema is created and migrated in a file
     beside ``path`` with the interrupt signals held back, then renamed to ``path``. A Ctrl-C
     or SIGTERM during creation is delivered afterwards, so the store is either absent or
-    complete (never half-migrated); a leftover temporary file is removed on the next try."""
+    complete (never half-migrated); a leftover temporary file is removed on the next try.
+
+    MLflow builds a new SQLite schema by replaying every migration (2-10 s). The first store
+    built on a machine is kept as a template under ``$HASHBENCH_CACHE/stores/`` (one per MLflow
+    version), and later stores start as a copy of it: the same tables and migration head, and
+    MLflow adds the Default experiment on first open as it would in a store it built itself."""
     import signal
 
     from mlflow.tracking import MlflowClient
 
     tmp = path.with_name(f".{path.name}.creating")
+    template = _store_template()
     held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
     main = threading.current_thread() is threading.main_thread()
     if main:
         signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
         tmp.unlink(missing_ok=True)
-        MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments(max_results=1)  # schema + migrations
-        _dispose_engines(f"sqlite:///{tmp}")
+        data = _read_template(template)
+        if data is not None:
+            tmp.write_bytes(data)
+        else:
+            # MLflow builds the schema and replays its migrations on first contact
+            MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments(max_results=1)
+            _dispose_engines(f"sqlite:///{tmp}")
+            _save_template(tmp, template)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -434,8 +488,7 @@ def _lock_path(uri: str) -> Path:
         return path.with_name(path.name + ".lock")
     import hashlib
 
-    root = Path(os.environ.get("HASHBENCH_CACHE") or Path.home() / ".cache" / "hashbench")
-    return root / "locks" / f"store-{hashlib.sha256(uri.encode()).hexdigest()[:16]}.lock"
+    return _cache_root() / "locks" / f"store-{hashlib.sha256(uri.encode()).hexdigest()[:16]}.lock"
 
 
 @contextmanager
@@ -594,7 +647,8 @@ class Store:
                 try:  # an empty file is replaced by the new store, which is built beside it
                     _create_sqlite_store(path)
                 except OSError as exc:
-                    raise StoreError(_folder_problem(path.parent, exc)) from None
+                    problem = _write_problem(exc, self.uri) or StoreError(_folder_problem(path.parent, exc))
+                    raise problem from None
                 except Exception as exc:  # noqa: BLE001 - sqlalchemy/alembic raise many kinds
                     problem = _write_problem(exc, self.uri)
                     if problem is None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import subprocess
 import sys
 import textwrap
 import warnings
@@ -114,3 +115,28 @@ def test_entry_point_plugins_load_lazily_and_broken_ones_only_warn(
     assert "'broken'" in messages[0] and "broken_plugin" in messages[0]
     assert "missing dependency xyz" in messages[0]
     assert "good_plugin_mod" in sys.modules
+
+
+def test_looking_up_a_builtin_imports_only_its_module(tmp_path):
+    """``run --methods lsh`` needs neither torch nor the other methods' modules."""
+    probe = ("import sys\n"
+             "from hashbench import registry\n"
+             "assert registry.get('LSH').meta.name == 'lsh' and registry.origin('lsh') == 'hashbench.methods.lsh'\n"
+             "loaded = sorted(m for m in sys.modules if m.startswith('hashbench.methods.'))\n"
+             "print(loaded, 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['hashbench.methods.lsh'] False"
+
+
+def test_a_plugin_is_found_without_the_builtins_and_unknown_names_list_both(
+        tmp_path, monkeypatch, fresh_registry):
+    _fake_distribution(tmp_path, "good_plugin",
+                       "[hashbench.methods]\nsignfirst = good_plugin_mod:SignOfFirst\n",
+                       {"good_plugin_mod": GOOD_PLUGIN})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert registry.get("signfirst").meta.name == "signfirst"
+    assert registry.origin("signfirst") == "plugin good_plugin"
+    assert not registry._loaded
+    with pytest.raises(UsageError) as err:
+        registry.get("signfrst")
+    assert "did you mean 'signfirst'" in str(err.value) and "itq" in str(err.value)

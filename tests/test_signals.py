@@ -1,5 +1,10 @@
 """SIGTERM and SIGHUP are handled like Ctrl-C: the running trial is KILLED with the signal's
-name, the grid ends KILLED, the CLI exits 128 + the signal number, and a rerun completes."""
+name, the grid ends KILLED, the CLI exits 128 + the signal number, and a rerun completes. A run
+killed with SIGKILL (no handler runs) is closed by the next run of the same trial.
+
+The SIGTERM case interrupts a deep trial (DPSH, torch running); the others use the ``gate``
+plugin method (tests/conftest.py), whose trial waits on a file: it runs exactly as long as the
+test needs, and the rerun of the very same trial (same run key) finishes at once."""
 
 from __future__ import annotations
 
@@ -13,25 +18,32 @@ import pytest
 
 from hashbench.tracking import Store
 
+CLI = [sys.executable, "-m", "hashbench.cli", "run", "--bits", "8", "--seeds", "0"]
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
-def test_signal_mid_trial_kills_the_trial_and_a_rerun_completes(tmp_path, sig):
-    uri = f"sqlite:///{tmp_path}/s.db"
-    cmd = [sys.executable, "-m", "hashbench.cli", "run", "--methods", "dpsh", "--bits", "8", "--seeds", "0",
-           "--tracking-uri", uri]
-    env = {**os.environ, "HASHBENCH_TORCH_THREADS": "1"}
+
+def _start_and_wait_for_the_trial(cmd, tmp_path, env, uri):
+    """Start ``cmd``; return the process and the store once its trial is RUNNING."""
     proc = subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True, env=env)
-    store = None
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # wait until the trial runs
-        time.sleep(0.5)
+    store, deadline = None, time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
         if (tmp_path / "s.db").exists():
             store = store or Store(uri)
             if [r for r in store.trial_records() if r.status == "RUNNING"]:
-                break
-    else:
-        proc.kill()
-        pytest.fail("the trial never started")
+                return proc, store
+        assert proc.poll() is None, proc.communicate()[1]
+    proc.kill()
+    pytest.fail("the trial never started")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM-dpsh", "SIGHUP-gate"])
+def test_signal_mid_trial_kills_the_trial_and_a_rerun_completes(tmp_path, sig, gate_env):
+    uri = f"sqlite:///{tmp_path}/s.db"
+    env, gate = gate_env
+    env = {**os.environ, **env, "HASHBENCH_TORCH_THREADS": "1"}
+    deep = sig == signal.SIGTERM
+    cmd = CLI + ["--methods", "dpsh" if deep else "gate", "--tracking-uri", uri]
+    proc, store = _start_and_wait_for_the_trial(cmd, tmp_path, env, uri)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + sig, err
@@ -41,35 +53,31 @@ def test_signal_mid_trial_kills_the_trial_and_a_rerun_completes(tmp_path, sig):
     assert record.status == "KILLED" and record.error == f"interrupted ({name})"
     grids = store.client.search_runs([store.experiment_id], "tags.`hashbench.kind` = 'grid'")
     assert [g.info.status for g in grids] == ["KILLED"]
-    rerun = subprocess.run(cmd + ["--param", "dpsh.epochs=5"], cwd=tmp_path, capture_output=True,
-                           text=True, timeout=300, env=env)
+    gate.touch()
+    rerun = subprocess.run(cmd + (["--param", "dpsh.epochs=5"] if deep else []), cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300, env=env)
     assert rerun.returncode == 0, rerun.stderr
     statuses = sorted(r.status for r in store.trial_records())
     assert statuses == ["FINISHED", "KILLED"] and "RUNNING" not in statuses
+    if not deep:  # the same trial: the KILLED run does not count as done
+        assert "1 finished, 0 skipped" in rerun.stderr
 
 
-def test_a_run_whose_process_was_killed_9_is_closed_by_the_next_run(tmp_path):
+def test_a_run_whose_process_was_killed_9_is_closed_by_the_next_run(tmp_path, gate_env):
     uri = f"sqlite:///{tmp_path}/s.db"
-    cmd = [sys.executable, "-m", "hashbench.cli", "run", "--methods", "dpsh", "--bits", "8", "--seeds", "0",
-           "--tracking-uri", uri, "--quiet", "--param", "dpsh.epochs=400"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
-    store, deadline = None, time.monotonic() + 120
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        if (tmp_path / "s.db").exists():
-            store = store or Store(uri)
-            running = [r for r in store.trial_records() if r.status == "RUNNING"]
-            if running:
-                break
-    else:
-        proc.kill()
-        pytest.fail("the trial never started")
-    assert running[0].pid == proc.pid and running[0].host
+    env, gate = gate_env
+    env = {**os.environ, **env}
+    cmd = CLI + ["--methods", "gate", "--tracking-uri", uri, "--quiet"]
+    proc, store = _start_and_wait_for_the_trial(cmd, tmp_path, env, uri)
+    (running,) = store.trial_records()
+    assert running.pid == proc.pid and running.host
     proc.kill()  # SIGKILL: no handler runs, the trial stays RUNNING
     proc.communicate(timeout=30)
     assert [r.status for r in store.trial_records()] == ["RUNNING"]
-    rerun = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)  # same run key
+    gate.touch()
+    rerun = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)  # same key
     assert rerun.returncode == 0, rerun.stderr
     records = {r.status: r for r in store.trial_records()}
     assert set(records) == {"KILLED", "FINISHED"}
     assert f"process {proc.pid}" in records["KILLED"].error and "is gone" in records["KILLED"].error
+    assert records["KILLED"].run_key == records["FINISHED"].run_key
