@@ -15,7 +15,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -186,14 +185,8 @@ class Raiser(Hasher):
 """
 
 
-def test_a_raising_plugin_fails_its_trial_and_the_rest_finish(tmp_path):
-    site = tmp_path / "site"
-    info = site / "raiser_plugin-0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: raiser-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[hashbench.methods]\nraiser = raiser_mod:Raiser\n")
-    (site / "raiser_mod.py").write_text(textwrap.dedent(RAISER))
-    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+def test_a_raising_plugin_fails_its_trial_and_the_rest_finish(tmp_path, plugin_env):
+    env = plugin_env("raiser", RAISER, "Raiser")
     args = RUN + ["--methods", "raiser,lsh", "--bits", "8", "--seeds", "0,1"]
     proc = hashbench(args, tmp_path, env=env)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
