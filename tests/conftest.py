@@ -49,14 +49,16 @@ from hashbench.api import MethodMeta
 from hashbench.methods.lsh import LSH
 
 
-# LSH whose fit waits until the file named by $GATE_FILE exists: a trial that runs for as long
-# as a test needs, at no CPU cost.
+# LSH whose fit waits until the file named by $GATE_FILE exists (and says so by creating
+# $GATE_FILE.waiting): a trial that runs for as long as a test needs, at no CPU cost.
 class Gate(LSH):
     meta = MethodMeta(name="gate", title="Gate", citation="test", family="data-independent",
                       supervised=False)
 
     def fit(self, data, ctx):
         gate = os.environ.get("GATE_FILE")
+        if gate:
+            Path(gate + ".waiting").touch()
         while gate and not Path(gate).exists():
             time.sleep(0.05)
         return super().fit(data, ctx)
@@ -66,7 +68,8 @@ class Gate(LSH):
 @pytest.fixture
 def gate_env(plugin_env, tmp_path) -> tuple[dict[str, str], Path]:
     """The environment of a CLI run with the ``gate`` plugin method, and its gate file (absent:
-    the trial waits; create it to let the trial finish)."""
+    the trial waits; create it to let the trial finish). ``<gate file>.waiting`` appears when a
+    trial starts waiting."""
     gate = tmp_path / "gate-open"
     return {**plugin_env("gate", GATE, "Gate"), "GATE_FILE": str(gate)}, gate
 

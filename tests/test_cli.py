@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -152,55 +151,21 @@ def test_list_shows_methods_protocols_datasets(capsys):
     assert "itq" in out and "Gong & Lazebnik" in out and "digits" in out
 
 
-SLEEPER = """
-import pathlib, time
-import numpy as np
-from hashbench.api import Hasher, MethodMeta, binarize
-
-class Sleeper(Hasher):
-    meta = MethodMeta(name="sleeper", title="Sleeper", citation="test", family="shallow")
-
-    def __init__(self, bits=32):
-        self.bits = bits
-
-    def fit(self, data, ctx):
-        pathlib.Path("sleeping").write_text("1")
-        time.sleep(60)
-        return self
-
-    def encode(self, inputs):
-        return binarize(np.ones((len(inputs), self.bits)))
-"""
-
-
-def _plugin_env(tmp_path: Path) -> dict[str, str]:
-    site = tmp_path / "plugins"
-    site.mkdir(exist_ok=True)
-    info = site / "sleeper_plugin-0.1.dist-info"
-    info.mkdir(exist_ok=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: sleeper-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[hashbench.methods]\nsleeper = sleeper_mod:Sleeper\n")
-    (site / "sleeper_mod.py").write_text(textwrap.dedent(SLEEPER))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")])
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return env
-
-
-def test_ctrl_c_marks_trial_killed_and_exits_130(tmp_path):
-    env = _plugin_env(tmp_path)
-    proc = subprocess.Popen(HASHBENCH + ["run", "--methods", "lsh,sleeper", "--bits", "8"],
+def test_ctrl_c_marks_trial_killed_and_exits_130(tmp_path, gate_env):
+    plugin, gate = gate_env
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | plugin
+    proc = subprocess.Popen(HASHBENCH + ["run", "--methods", "lsh,gate", "--bits", "8"],
                             cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while not (tmp_path / "sleeping").exists():
+    while not Path(f"{gate}.waiting").exists():
         assert proc.poll() is None, proc.stderr.read()
         assert time.time() < deadline
-        time.sleep(0.2)
+        time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     status = {r["method"]: r["status"] for r in _trials(f"sqlite:///{tmp_path}/results/mlflow.db")}
-    assert status == {"lsh": "FINISHED", "sleeper": "KILLED"}
+    assert status == {"lsh": "FINISHED", "gate": "KILLED"}
 
 
 def test_two_processes_create_the_store_together(tmp_path):
