@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from hashbench.errors import HashbenchError, Interrupted, UsageError, os_error_line
+from hashbench.errors import HashbenchError, UsageError, os_error_line
 
 # ---------------------------------------------------------------- option parsing
 
@@ -626,12 +626,6 @@ def _warning_line(message: Any, category: Any, filename: str, lineno: int,
     print(f"warning: {message}", file=sys.stderr)
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    import signal
-
-    raise Interrupted(signum, signal.Signals(signum).name)
-
-
 def main(argv: list[str] | None = None) -> int:
     import signal
 
@@ -646,8 +640,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     previous = {}
     if threading.current_thread() is threading.main_thread():  # SIGTERM / SIGHUP as Ctrl-C
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            previous[sig] = signal.signal(sig, _terminate)
+        from hashbench.tracking import on_interrupt  # held back during a store call
+
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            previous[sig] = signal.signal(sig, on_interrupt)
     try:
         return args.func(args)
     except HashbenchError as exc:

@@ -89,6 +89,7 @@ from hashbench.tracking import (
     RunRecorder,
     Store,
     TrialRecord,
+    interrupts_held,
 )
 
 # ---------------------------------------------------------------- descriptions
@@ -617,8 +618,9 @@ class TrialWorker:
                     raise device_error
                 metrics, flags = self._execute(spec, method, device, recorder)
         except KeyboardInterrupt as exc:
-            recorder.set_tags({ERROR_TAG: interruption_name(exc)})
-            recorder.end("KILLED")
+            with interrupts_held():  # a second signal must not stop the trial's KILLED record
+                recorder.set_tags({ERROR_TAG: interruption_name(exc)})
+                recorder.end("KILLED")
             exc.killed_trial = spec.label  # type: ignore[attr-defined] - for the CLI's message
             raise
         except StoreError as exc:  # the store cannot be written (a full disk): stop the grid

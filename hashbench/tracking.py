@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hashbench.errors import StoreError, UsageError, os_error_line, positive_int_env
+from hashbench.errors import Interrupted, StoreError, UsageError, os_error_line, positive_int_env
 
 T = TypeVar("T")
 
@@ -547,12 +547,56 @@ def _write_problem(exc: Exception, uri: str = "") -> StoreError | None:
     return None
 
 
+class _Interrupts:
+    """Interrupts (Ctrl-C, SIGTERM, SIGHUP) held back while the main thread is inside a store
+    call: an exception raised in the middle of one can leave its SQLite connection holding a
+    read lock, and the write that then marks the trial KILLED waits for that lock forever (the
+    same process holds both). :func:`on_interrupt` is the CLI's handler for the three signals."""
+
+    depth = 0
+    pending: BaseException | None = None
+
+
+def on_interrupt(signum: int, frame: Any) -> None:
+    """Raise the interrupt (KeyboardInterrupt for SIGINT, else :class:`Interrupted`), or hold it
+    until the store call in progress returns; a second signal while one is held acts at once."""
+    import signal
+
+    exc = (KeyboardInterrupt() if signum == signal.SIGINT
+           else Interrupted(signum, signal.Signals(signum).name))
+    if _Interrupts.depth and _Interrupts.pending is None:
+        _Interrupts.pending = exc
+        return
+    _Interrupts.pending = None
+    raise exc
+
+
+@contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold back interrupts for the span of a store call, or of the writes that record an
+    interrupted trial as KILLED; one that arrived meanwhile is raised at the end (see
+    :func:`on_interrupt`; main thread only: the handler runs there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _Interrupts.depth += 1
+    try:
+        yield
+    finally:
+        _Interrupts.depth -= 1
+        if not _Interrupts.depth and _Interrupts.pending is not None:
+            held, _Interrupts.pending = _Interrupts.pending, None
+            raise held
+
+
 def _retry(call: Callable[[], T], attempts: int = 8, uri: str = "") -> T:
     """Retry a store call that failed because SQLite was locked by another process; a full
-    disk or a read-only store is a :class:`~hashbench.errors.StoreError` at once."""
+    disk or a read-only store is a :class:`~hashbench.errors.StoreError` at once. An interrupt
+    that arrives during the call is raised when it returns (see :class:`_Interrupts`)."""
     for attempt in range(attempts):
         try:
-            return call()
+            with interrupts_held():
+                return call()
         except Exception as exc:  # noqa: BLE001 - mlflow wraps driver errors variously
             problem = _write_problem(exc, uri)
             if problem is not None:

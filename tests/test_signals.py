@@ -81,3 +81,29 @@ def test_a_run_whose_process_was_killed_9_is_closed_by_the_next_run(tmp_path, ga
     assert set(records) == {"KILLED", "FINISHED"}
     assert f"process {proc.pid}" in records["KILLED"].error and "is gone" in records["KILLED"].error
     assert records["KILLED"].run_key == records["FINISHED"].run_key
+
+
+def test_an_interrupt_during_a_store_call_is_raised_when_the_call_returns():
+    """A signal that lands inside a store call would leave its SQLite connection holding a read
+    lock that the KILLED write of the same process then waits on forever; it is held back until
+    the call returns. A second signal while one is held acts at once."""
+    from hashbench.errors import Interrupted
+    from hashbench.tracking import _retry, on_interrupt
+
+    done = []
+
+    def call(signals):
+        for sig in signals:
+            on_interrupt(sig, None)
+        done.append(True)
+        return "result"
+
+    with pytest.raises(Interrupted) as held:
+        _retry(lambda: call([signal.SIGTERM]))
+    assert done == [True] and held.value.exit_code == 143
+    with pytest.raises(KeyboardInterrupt):
+        _retry(lambda: call([signal.SIGINT, signal.SIGINT]))  # the second one acts at once
+    assert done == [True]
+    assert _retry(lambda: call([])) == "result"  # nothing is left pending
+    with pytest.raises(Interrupted):
+        on_interrupt(signal.SIGHUP, None)  # outside a store call: at once
