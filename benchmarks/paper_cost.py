@@ -8,11 +8,16 @@ items + 1,000 queries, 4,096-d float32, 10 classes; sampled mode trains on 5,000
 database, full mode on all of it), at 12 and 48 bits, one seed, under two settings:
 
 * ``before``: the reference paths (``BEFORE``): the numpy loops of Lin:Lin, Lin:V and FastH
-  (``kernels="numpy"``) and boosted trees on all 4,096 input features;
+  (``kernels="numpy"``) and boosted trees on all 4,096 input features, 255 bins, every row
+  in every round;
 * ``after``: the defaults after issue 14 (compiled kernels; LFH / COSDISH / FastH trees
   that sample ``min(1, max(0.1, 256 / d))`` of the features per tree,
-  ``hashbench.oos.auto_feature_fraction``) plus ``AFTER``'s options (empty unless an option
-  passed the MAP tolerance; ``--after-params`` tries others, e.g. ``lfh.tree_pca_dims=128``).
+  ``hashbench.oos.auto_feature_fraction``, with 63 bins; LFH-D / COSDISH-D trees that see
+  ``min(1, 5,000 / n)`` of the rows per round, ``hashbench.oos.auto_bagging_fraction``;
+  boosting on one thread when a tree reads under 4 million feature cells) plus ``AFTER``'s
+  options (empty unless an option passed the MAP tolerance; ``--after-params`` tries others,
+  e.g. ``lfh.tree_pca_dims=128``). The thread rule is not pinned in ``before``: with every
+  feature and row a tree reads 20 million cells or more, so it runs on two threads as before.
   At ``--quick``'s 256 dims the trees take every feature in both settings, so the tree
   methods' before/after rows there differ only by machine noise.
 
@@ -36,7 +41,10 @@ not saturated (LFH 12 bits about 0.8, not 1.0).
 
 Runs so far (a shared 2-core machine at load 12-25): ``--quick`` completes (about 80 min
 there); the CIFAR-size run does not fit such a machine's evening: the reference ("before")
-trials alone are hours each (LFH-D trees, FastH, Lin:V with numpy loops).
+trials alone are hours each (LFH-D trees, FastH, Lin:V with numpy loops). In issue 14's
+second round (load 17-83, one trial killed by the machine's out-of-memory killer while other
+jobs held 21 of 23 GB) even a 10-round CIFAR-size "after" LFH trial did not finish; the
+tree settings were timed per boosting round instead (``hashbench/oos.py``).
 
 Examples::
 
@@ -65,9 +73,11 @@ REFERENCE_ROUNDS = 200
 # "before": the reference (numpy) paths; "after": the defaults plus AFTER's options
 # (the tree options are spelt out: the reference is every input feature per tree, whatever the
 # methods' defaults are now)
+_REFERENCE_TREES = {"tree_feature_fraction": 1.0, "tree_max_bin": 255}
 BEFORE = {"linlin": {"kernels": "numpy"}, "linv": {"kernels": "numpy"},
-          "fasth": {"kernels": "numpy", "tree_feature_fraction": 1.0},
-          "lfh": {"tree_feature_fraction": 1.0}, "cosdish": {"tree_feature_fraction": 1.0}}
+          "fasth": {"kernels": "numpy"} | _REFERENCE_TREES,
+          "lfh": _REFERENCE_TREES | {"tree_bagging_fraction": 1.0},
+          "cosdish": _REFERENCE_TREES | {"tree_bagging_fraction": 1.0}}
 AFTER: dict[str, dict[str, object]] = {}
 EPOCH_METHODS = ("linlin", "linv")
 REFERENCE_EPOCHS = 10

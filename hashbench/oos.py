@@ -177,12 +177,28 @@ class BoostedTrees:
     Cost is about linear in rows x features x rounds x bits: at 59,000 x 4,096 a round takes
     about a second on two cores, so the reference 200 rounds x 48 bits take hours there.
 
-    Why the options other than ``feature_fraction`` stay off (issue 14; measured with LFH
-    codes, 5,000 training points, 200 rounds): ``pca_dims=128`` on Fashion-MNIST pixels
-    (784 dims, 12 bits) cut 135 s to 27 s but MAP 0.596 -> 0.574, outside the 0.005
-    tolerance; ``"xgboost-multi"`` on 5,000 x 128 at 48 bits was slower than per-bit
-    LightGBM (386 s vs 158 s); ``bagging_fraction`` and ``max_bin`` are not yet measured
-    against the MAP tolerance at full size.
+    The methods' settings since issue 14's second round (LFH revision 4, COSDISH 3, FastH 3):
+    ``max_bin=63``. Measured (LFH codes,
+    200 rounds, 12 bits; MAP of tree-coded queries against the tree-coded database, or the
+    learned codes for "-D"; fit seconds of the two settings in one process, one after the
+    other, on a shared 2-core machine at load 17-34):
+
+    * ``max_bin`` 255 -> 63, Fashion-MNIST HOG (1,296-d, 5,000 training points, two seeds):
+      MAP 0.7067 -> 0.7076 and 0.7027 -> 0.6995 (mean -0.0012), fit 320 -> 181 s and
+      501 -> 275 s (1.8x). Per boosting round at 5,000 x 4,096 with a tenth of the features
+      on one thread, best of 3 in one process: 442 -> 275 ms (1.6x, load 25-29);
+    * ``bagging_fraction=None`` (``min(1, 5,000 / n)``) stays an option: on LFH-D at
+      15,000 x 4,096 (synthetic, ``benchmarks/paper_cost.py``'s data) it gave MAP 0.6220 in
+      1,270 s at load 29, and the reference fit was killed by the machine's out-of-memory
+      killer (other jobs held 21 of 23 GB) before it finished, so there is no comparison yet.
+
+    Why the other options stay off (issue 14; measured with LFH codes, 5,000 training points,
+    200 rounds): ``pca_dims=128`` on Fashion-MNIST pixels (784 dims, 12 bits) cut 135 s to
+    27 s but MAP 0.596 -> 0.574, outside the 0.005 tolerance; ``"xgboost-multi"`` on
+    5,000 x 128 at 48 bits was slower than per-bit LightGBM (386 s vs 158 s, on two threads
+    at a high load: not re-measured on one). Not tried for lack of time: a fixed random
+    feature subset per bit instead of per tree (a 410-column dataset boosts about 2x faster
+    than LightGBM's per-tree sampling from 4,096 columns, in one process at load 28).
     """
 
     def __init__(self, n_rounds: int = 200, max_depth: int = 4, learning_rate: float = 0.1,
@@ -639,6 +655,7 @@ class TwoStepHasher(AsymmetricHasher):
         extension.fit(x, targets, seed=int(ctx.rng.integers(2**31 - 1)))
         if isinstance(extension, BoostedTrees):  # what the trees ran with (None = auto)
             ctx.log_metric("tree_feature_fraction", float(extension.feature_fraction_ or 1.0), 0)
+            ctx.log_metric("tree_bagging_fraction", float(extension.bagging_fraction_ or 1.0), 0)
         self.codes_ = codes
         self.learned_indices_ = np.asarray(data.train.indices)
         self.extension_ = extension

@@ -37,7 +37,12 @@ ever formed.
 Trees (issue 14): :class:`hashbench.oos.BoostedTrees`, set by the ``tree_*`` parameters. Since
 revision 2 each tree sees :func:`hashbench.oos.auto_feature_fraction` of the inputs by default
 (logged as the metric ``tree_feature_fraction``; ``tree_feature_fraction=1.0`` is the reference).
-The other speed options are off; ``hashbench/oos.py`` has the measurements.
+Since revision 3 the trees use 63 histogram bins per feature (``tree_max_bin=63``; 255 is the
+reference). Row bagging for the "-D" fits on a whole database is an option, off by default
+(``tree_bagging_fraction``: a share of the rows per round, or ``None`` for
+:func:`hashbench.oos.auto_bagging_fraction`, ``min(1, 5,000 / n)``; the share used is logged as
+the metric ``tree_bagging_fraction``). The other speed options are off; ``hashbench/oos.py``
+(:class:`~hashbench.oos.BoostedTrees`) has the measurements.
 
 The alternation is not a descent method on eq. 3 (the Omega step rebuilds the bits greedily on
 the residual of the bits before them; the Gamma step drops the ``||B_Gamma B_Omega^T||^2``
@@ -174,12 +179,14 @@ class COSDISH(TwoStepHasher):
         family="shallow",
         supervised=True,
         asymmetric=True,
-        revision=2,  # 2: trees sample features (tree_feature_fraction=None, issue 14)
+        revision=3,  # 2: trees sample features (tree_feature_fraction=None, issue 14);
+        # 3: 63 histogram bins (tree_max_bin=63, issue 14)
     )
     param_rules = {"n_outer": ">=1", "n_alternations": ">=1", "n_columns": ">=1", "ridge": ">=0",
                    "tree_rounds": ">=1", "tree_depth": ">=1", "tree_learning_rate": ">0",
                    "tree_feature_fraction": "(0,1]", "tree_pca_dims": ">=1", "extension": ("trees", "linear"),
-                   "tree_backend": ("lightgbm", "xgboost-multi")}
+                   "tree_backend": ("lightgbm", "xgboost-multi"),
+                   "tree_bagging_fraction": "(0,1]", "tree_max_bin": ">=2"}
     conformance_params = {"tree_rounds": 10}
 
     def __init__(self, bits: int = 32, n_outer: int = 10, n_alternations: int = 3,
@@ -187,7 +194,7 @@ class COSDISH(TwoStepHasher):
                  tree_rounds: int = 200, tree_depth: int = 4,
                  tree_learning_rate: float = 0.1, tree_feature_fraction: float | None = None,
                  tree_pca_dims: int | None = None, tree_backend: str = "lightgbm",
-                 tree_bagging_fraction: float = 1.0, tree_max_bin: int = 255) -> None:
+                 tree_bagging_fraction: float | None = 1.0, tree_max_bin: int = 63) -> None:
         self.bits = bits
         self.n_outer = n_outer
         self.n_alternations = n_alternations

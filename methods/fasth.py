@@ -50,7 +50,9 @@ stated in full above instead.
 Trees (issue 14): :class:`hashbench.oos.BoostedTrees`, set by the ``tree_*`` parameters. Since
 revision 2 each tree sees :func:`hashbench.oos.auto_feature_fraction` of the inputs by default
 (logged as the metric ``tree_feature_fraction``; ``tree_feature_fraction=1.0`` is the reference).
-The other speed options are off (no ``xgboost-multi``: bit-by-bit trees need a model per bit);
+Since revision 3 they use 63 histogram bins per feature (``tree_max_bin=63``; 255 is the
+reference). The other speed options are off (no ``xgboost-multi``: bit-by-bit trees need a
+model per bit);
 ``hashbench/oos.py`` has the measurements.
 
 Cost: every bit touches all n^2 pairs (never an n x n matrix): step 1 is block-wise (one
@@ -253,17 +255,18 @@ class FastH(Hasher):
         "trees for high-dimensional data, CVPR 2014",
         family="shallow",
         supervised=True,
-        revision=2,  # 2: trees sample features (tree_feature_fraction=None, issue 14)
+        revision=3,  # 2: trees sample features (tree_feature_fraction=None, issue 14);
+        # 3: 63 histogram bins (tree_max_bin=63, issue 14)
     )
     param_rules = {"n_rounds": ">=1", "max_depth": ">=1", "learning_rate": ">0", "infer_iters": ">=1",
                    "max_block": ">=1", "tree_pca_dims": ">=1", "tree_feature_fraction": "(0,1]",
-                   "tree_max_bin": ">=1"}
+                   "tree_max_bin": ">=2"}
     conformance_params = {"n_rounds": 20}
 
     def __init__(self, bits: int = 32, n_rounds: int = 200, max_depth: int = 4,
                  learning_rate: float = 0.1, infer_iters: int = 2, max_block: int = 2000,
                  tree_pca_dims: int | None = None, kernels: str = "numba",
-                 tree_feature_fraction: float | None = None, tree_max_bin: int = 255) -> None:
+                 tree_feature_fraction: float | None = None, tree_max_bin: int = 63) -> None:
         self.bits = bits
         self.n_rounds = n_rounds
         self.max_depth = max_depth

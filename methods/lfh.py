@@ -71,7 +71,12 @@ are the learned ``sign(U)``.
 Trees (issue 14): :class:`hashbench.oos.BoostedTrees`, set by the ``tree_*`` parameters. Since
 revision 3 each tree sees :func:`hashbench.oos.auto_feature_fraction` of the inputs by default
 (logged as the metric ``tree_feature_fraction``; ``tree_feature_fraction=1.0`` is the reference).
-The other speed options are off; ``hashbench/oos.py`` has the measurements.
+Since revision 4 the trees use 63 histogram bins per feature (``tree_max_bin=63``; 255 is the
+reference). Row bagging for the "-D" fits on a whole database is an option, off by default
+(``tree_bagging_fraction``: a share of the rows per round, or ``None`` for
+:func:`hashbench.oos.auto_bagging_fraction`, ``min(1, 5,000 / n)``; the share used is logged as
+the metric ``tree_bagging_fraction``). The other speed options are off; ``hashbench/oos.py``
+(:class:`~hashbench.oos.BoostedTrees`) has the measurements.
 
 Equation and section numbers are quoted from the SIGIR paper, which is not in
 ``../shared/papers``: check them against the PDF before citing them elsewhere. The update
@@ -195,12 +200,14 @@ class LFH(TwoStepHasher):
         family="shallow",
         supervised=True,
         asymmetric=True,
-        revision=3,  # 3: trees sample features (tree_feature_fraction=None, issue 14)
+        revision=4,  # 3: trees sample features (tree_feature_fraction=None, issue 14);
+        # 4: 63 histogram bins (tree_max_bin=63, issue 14)
     )
     param_rules = {"n_iter": ">=1", "beta": ">0", "ridge": ">=0", "n_columns": ">=1",
                    "tree_rounds": ">=1", "tree_depth": ">=1", "tree_learning_rate": ">0",
                    "tree_feature_fraction": "(0,1]", "tree_pca_dims": ">=1", "extension": ("trees", "linear"),
-                   "tree_backend": ("lightgbm", "xgboost-multi")}
+                   "tree_backend": ("lightgbm", "xgboost-multi"),
+                   "tree_bagging_fraction": "(0,1]", "tree_max_bin": ">=2"}
     conformance_params = {"tree_rounds": 10}
 
     def __init__(self, bits: int = 32, n_iter: int = 50, beta: float = 30.0, ridge: float = 1.0,
@@ -208,7 +215,7 @@ class LFH(TwoStepHasher):
                  tree_depth: int = 4, tree_learning_rate: float = 0.1,
                  tree_feature_fraction: float | None = None,
                  tree_pca_dims: int | None = None, tree_backend: str = "lightgbm",
-                 tree_bagging_fraction: float = 1.0, tree_max_bin: int = 255) -> None:
+                 tree_bagging_fraction: float | None = 1.0, tree_max_bin: int = 63) -> None:
         self.bits = bits
         self.n_iter = n_iter
         self.beta = beta

@@ -79,7 +79,8 @@ def test_training_lowers_the_sampled_objective_and_logs_each_iteration():
     ctx = RunContext(seed=0, log_metric=lambda name, value, step: logged.append((name, step)))
     lfh = LFH(bits=16, tree_rounds=5).fit(train, ctx)
     assert logged == [("sampled_neg_log_posterior", step) for step in range(50)] + [
-        ("tree_feature_fraction", 0)]  # the trees' resolved feature fraction (issue 14)
+        ("tree_feature_fraction", 0), ("tree_bagging_fraction", 0)]  # the trees' resolved fractions
+    # (issue 14)
     before, after = np.array(lfh.sampled_objective_).T
     assert (after <= before + 1e-12).all()  # every step is a minorise-maximise step
     assert after[-10:].mean() < 0.5 * before[0]  # and training improves the fit overall

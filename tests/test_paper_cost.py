@@ -44,3 +44,6 @@ def test_grid_hours_interpolate_the_bit_lengths_over_five_seeds(paper_cost):
 def test_before_is_the_reference_tree_setting(paper_cost):
     for method in ("lfh", "cosdish", "fasth"):
         assert paper_cost.BEFORE[method]["tree_feature_fraction"] == 1.0
+        assert paper_cost.BEFORE[method]["tree_max_bin"] == 255
+    for method in ("lfh", "cosdish"):  # the "-D" fits: every row in every round
+        assert paper_cost.BEFORE[method]["tree_bagging_fraction"] == 1.0

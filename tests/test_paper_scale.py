@@ -176,13 +176,17 @@ def test_auto_feature_fraction_samples_wide_inputs_and_still_fits():
 
 
 @pytest.mark.parametrize("name", ["lfh", "cosdish", "fasth"])
-def test_tree_methods_default_to_auto_features_and_log_the_fraction(name):
+def test_tree_methods_default_to_the_fast_tree_settings_and_log_them(name):
     from hashbench import registry
     from hashbench.api import RunContext
     from hashbench.testing import training_view
 
     cls = registry.get(name)
-    assert cls().get_params()["tree_feature_fraction"] is None
+    defaults = cls().get_params()
+    assert defaults["tree_feature_fraction"] is None
+    assert defaults["tree_max_bin"] == 63  # issue 14: LFH rev. 4, COSDISH rev. 3, FastH rev. 3
+    if name != "fasth":  # FastH trains on sampled sets only: no bagging option
+        assert defaults["tree_bagging_fraction"] == 1.0
     rng = np.random.default_rng(0)
     labels = np.eye(3, dtype=np.uint8)[rng.integers(0, 3, 90)]
     x = (labels @ rng.standard_normal((3, 64)) + 0.5 * rng.standard_normal((90, 64))).astype(np.float32)
@@ -192,3 +196,5 @@ def test_tree_methods_default_to_auto_features_and_log_the_fraction(name):
     method = cls(bits=4, **rounds)
     method.fit(data, RunContext(seed=0, log_metric=lambda k, v, s: logged.setdefault(k, v)))
     assert logged["tree_feature_fraction"] == 1.0  # 64 dims: every feature
+    if name != "fasth":
+        assert logged["tree_bagging_fraction"] == 1.0  # 90 rows: every row
