@@ -103,7 +103,7 @@ def test_balance_rate_bound_hand_worked_and_the_hessian():
 def test_registered_rates_stay_finite_on_a_small_training_set():
     """The registered rates on 200 pairs (32-d views, 64 bits): the former guard, n / (2 eta b) on
     the output bias only, let the 8,192-unit text network's balance term diverge (loss nan in the
-    second epoch); the per-step bound with the output layer's weights keeps every loss finite."""
+    fourth epoch); the per-step bound with the output layer's weights keeps every loss finite."""
     method = registry.get("dcmh")(bits=64, epochs=4)
     data = sample_for(method, full=True, n_train=200, n_query=10)
     method.fit(data.for_fit(), RunContext(seed=0))
