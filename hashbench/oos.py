@@ -177,11 +177,10 @@ class BoostedTrees:
     Cost is about linear in rows x features x rounds x bits: at 59,000 x 4,096 a round takes
     about a second on two cores, so the reference 200 rounds x 48 bits take hours there.
 
-    The methods' settings since issue 14's second round (LFH revision 4, COSDISH 3, FastH 3):
-    ``max_bin=63``. Measured (LFH codes,
-    200 rounds, 12 bits; MAP of tree-coded queries against the tree-coded database, or the
-    learned codes for "-D"; fit seconds of the two settings in one process, one after the
-    other, on a shared 2-core machine at load 17-34):
+    The methods' setting since issue 14's second round (LFH revision 4, COSDISH 3, FastH 3):
+    ``max_bin=63``. Measured (LFH codes, 200 rounds, 12 bits; MAP of tree-coded queries
+    against the tree-coded database, or the learned codes for "-D"; fit seconds of the two
+    settings in one process, one after the other, on a shared 2-core machine at load 17-43):
 
     * ``max_bin`` 255 -> 63, Fashion-MNIST HOG (1,296-d, 5,000 training points, two seeds):
       MAP 0.7067 -> 0.7076 and 0.7027 -> 0.6995 (mean -0.0012), fit 320 -> 181 s and
