@@ -70,19 +70,22 @@ def _read_pty(command: list[str], cwd, timeout: float = 300) -> str:
 
 
 def test_run_under_a_terminal_shows_live_progress_and_a_summary(tmp_path):
+    """One grid under a pseudo-terminal (one subprocess: the ITQ runs it skips are recorded
+    in this process first): the loading line, a bar whose every state after tqdm's first
+    drawing carries an ETA ("?" until LSH, which has no history, has a duration), the
+    skipped trials and the end summary with the next command."""
+    from hashbench.cli import main
+
     uri = f"sqlite:///{tmp_path}/p.db"
-    base = [sys.executable, "-m", "hashbench.cli", "run", "--tracking-uri", uri, "--seeds", "0,1", "--bits", "8"]
-    first = _read_pty(base + ["--methods", "itq"], tmp_path)
-    assert first.lstrip().startswith("loading methods (itq) and dataset digits")
-    assert "ETA" in first and "2/2" in first  # the bar carries the per-method ETA
-    assert "2 trials: 2 finished, 0 skipped, 0 failed in " in first
-    assert f"next: hashbench report --tracking-uri {uri}" in first
-    # a second grid: LSH has no history, ITQ's runs are skipped; after tqdm's first drawing
-    # every state of the bar carries an ETA ("?" until LSH has a duration)
-    second = _read_pty(base + ["--methods", "itq,lsh"], tmp_path)
-    states = re.findall(r"\d/4 \[([^\]]*)\]", second)
+    assert main(["run", "--methods", "itq", "--seeds", "0,1", "--bits", "8", "--quiet", "--tracking-uri", uri]) == 0
+    out = _read_pty([sys.executable, "-m", "hashbench.cli", "run", "--tracking-uri", uri, "--seeds", "0,1",
+                     "--bits", "8", "--methods", "itq,lsh"], tmp_path)
+    assert out.lstrip().startswith("loading methods (itq,lsh) and dataset digits")
+    states = re.findall(r"\d/4 \[([^\]]*)\]", out)
     assert len(states) > 3 and all("ETA" in s for s in states[1:]), states
-    assert "skipped (finished before" in second and "2 skipped" in second
+    assert "4/4" in out and "skipped (finished before" in out
+    assert "4 trials: 2 finished, 2 skipped, 0 failed in " in out
+    assert f"next: hashbench report --tracking-uri {uri}" in out
 
 
 def test_dry_run_shows_run_or_skip_and_records_nothing(tmp_path, capsys):
