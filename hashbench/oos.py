@@ -185,7 +185,10 @@ class BoostedTrees:
     * ``max_bin`` 255 -> 63, Fashion-MNIST HOG (1,296-d, 5,000 training points, two seeds):
       MAP 0.7067 -> 0.7076 and 0.7027 -> 0.6995 (mean -0.0012), fit 320 -> 181 s and
       501 -> 275 s (1.8x). Per boosting round at 5,000 x 4,096 with a tenth of the features
-      on one thread, best of 3 in one process: 442 -> 275 ms (1.6x, load 25-29);
+      on one thread, best of 3 in one process: 442 -> 275 ms (1.6x, load 25-29); LFH on
+      ``benchmarks/paper_cost.py``'s synthetic data (15,000 + 1,000 x 4,096, 5,000 training
+      points, the two trials side by side at load 26-27): MAP 0.5705 -> 0.5686 (-0.0020),
+      trial 437 -> 352 s (trees 395 -> 302 s, binning 56 -> 38 s), peak 1,326 / 1,320 MiB;
     * ``bagging_fraction=None`` (``min(1, 5,000 / n)``) stays an option, off in the methods:
       on Fashion-MNIST HOG with a 15,000-item database (LFH-D, 12 bits, seed 0; a third of the
       rows per round) MAP against the learned codes 0.8248 -> 0.8196 (-0.0052) and tree-coded
