@@ -517,8 +517,9 @@ def plan_grid(config: RunConfig, reporter: Reporter) -> Plan:
         grid = GridRecord(name=f"{protocol.name}: {','.join(m.meta.name for m in config.methods)}",
                           command=config.command, base_tags=base_tags,
                           host=socket.gethostname(), pid=os.getpid())
-        parent = store.start_run(grid.name, grid.tags())
         try:
+            with interrupts_held():  # an interrupt meanwhile is raised once the grid can be closed
+                parent = store.start_run(grid.name, grid.tags())
             with tempfile.TemporaryDirectory() as tmp:
                 for mode, each in splits.items():  # split.npz: the protocol's own; split-<mode>.npz: others
                     name = SPLIT_ARTIFACT if mode == protocol.train_mode else f"split-{mode}.npz"
@@ -526,8 +527,9 @@ def plan_grid(config: RunConfig, reporter: Reporter) -> Plan:
                     parent.log_artifact(Path(tmp) / name)
             parent.log_json(_protocol_dict(protocol), PROTOCOL_ARTIFACT)
         except BaseException as exc:  # interrupted or the store failed: the grid is not left RUNNING
-            with contextlib.suppress(Exception):
-                parent.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            if parent is not None:
+                with contextlib.suppress(Exception):
+                    parent.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             raise
     context = TrialContext(
         protocol=protocol, split=split, conventions=conventions, dataset=protocol.dataset,
@@ -604,13 +606,15 @@ class TrialWorker:
             conventions=ctx.conventions.as_tags(), data_tags=ctx.data_tags,
         )
         params, tags = record.to_mlflow()
-        claim = self.store.claim(record.run_name, tags, spec.run_key, ctx.parent_run_id, ctx.force)
-        if isinstance(claim, Holder):
-            return Outcome(spec, "SKIPPED", claim.run_id, error=claim.describe(),
-                           seconds=time.perf_counter() - started)
-        recorder = claim
-        self.reporter.trial_started(spec)
+        recorder: RunRecorder | None = None
         try:
+            with interrupts_held():  # an interrupt while claiming is raised once the claim is in hand
+                claim = self.store.claim(record.run_name, tags, spec.run_key, ctx.parent_run_id, ctx.force)
+                recorder = claim if isinstance(claim, RunRecorder) else None
+            if isinstance(claim, Holder):
+                return Outcome(spec, "SKIPPED", claim.run_id, error=claim.describe(),
+                               seconds=time.perf_counter() - started)
+            self.reporter.trial_started(spec)
             with Heartbeat(recorder):
                 recorder.log_params(params)
                 recorder.log_json(self._config_dict(spec, method, device), CONFIG_ARTIFACT)
@@ -618,17 +622,21 @@ class TrialWorker:
                     raise device_error
                 metrics, flags = self._execute(spec, method, device, recorder)
         except KeyboardInterrupt as exc:
-            with interrupts_held():  # a second signal must not stop the trial's KILLED record
-                recorder.set_tags({ERROR_TAG: interruption_name(exc)})
-                recorder.end("KILLED")
-            exc.killed_trial = spec.label  # type: ignore[attr-defined] - for the CLI's message
+            if recorder is not None:
+                with interrupts_held():  # a second signal must not stop the trial's KILLED record
+                    recorder.set_tags({ERROR_TAG: interruption_name(exc)})
+                    recorder.end("KILLED")
+                exc.killed_trial = spec.label  # type: ignore[attr-defined] - for the CLI's message
             raise
         except StoreError as exc:  # the store cannot be written (a full disk): stop the grid
-            with contextlib.suppress(Exception):
-                recorder.set_tags({ERROR_TAG: _one_line(exc)})
-                recorder.end("FAILED")
+            if recorder is not None:
+                with contextlib.suppress(Exception):
+                    recorder.set_tags({ERROR_TAG: _one_line(exc)})
+                    recorder.end("FAILED")
             raise
         except Exception as exc:  # noqa: BLE001 - a failing trial must not stop the grid
+            if recorder is None:  # the claim itself failed: nothing of this trial was recorded
+                raise
             message = _one_line(exc)
             recorder.set_tags({ERROR_TAG: message})
             recorder.log_text(traceback.format_exc(), TRACEBACK_ARTIFACT)
@@ -746,10 +754,10 @@ def run_grid(config: RunConfig, reporter: Reporter, executor: Executor | None = 
         raise
     executor = executor or LocalExecutor()
     outcomes: list[Outcome] = []
-    reporter.start(plan.total, plan.context.protocol, plan.context.split, plan.context.tracking_uri)
-    reporter.planned(plan.pending, plan.store, plan.context.protocol.dataset)  # the ETA's queue
     index = 0
     try:
+        reporter.start(plan.total, plan.context.protocol, plan.context.split, plan.context.tracking_uri)
+        reporter.planned(plan.pending, plan.store, plan.context.protocol.dataset)  # the ETA's queue
         for outcome in plan.skipped:
             index += 1
             outcomes.append(outcome)
