@@ -344,3 +344,16 @@ def test_single_label_methods_on_multilabel_data(nuswide_root, tmp_path, monkeyp
     summary = GridRunner(config, Reporter()).run()
     assert [o.trial.method for o in summary.outcomes] == ["itq"]
     assert "left out (single-label methods, multi-label data): kadgh" in capsys.readouterr().err
+
+
+def test_digits_read_without_scikit_learn_equal_its_loader():
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    from hashbench.datasets.digits import _digits_arrays, _digits_file
+
+    assert _digits_file() is not None
+    data, target = _digits_arrays()
+    bunch = sk_load_digits()
+    np.testing.assert_array_equal(data, bunch.data)
+    np.testing.assert_array_equal(target, bunch.target)
+    assert data.dtype == bunch.data.dtype and len(target) == 1797
