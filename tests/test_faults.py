@@ -206,7 +206,7 @@ def test_a_raising_plugin_fails_its_trial_and_the_rest_finish(tmp_path, plugin_e
 def test_a_signal_while_a_grid_of_short_trials_runs(tmp_path, sig):
     """Sent once the first trial finished (between trials or inside one): the store is intact, no
     run is left RUNNING, and the rerun runs exactly the trials that had not finished."""
-    args = RUN + ["--methods", "lsh", "--bits", "8,16", "--seeds", "0,1,2,3,4,5"]
+    args = RUN + ["--methods", "lsh", "--bits", "8,16", "--seeds", "0,1,2"]
     db = tmp_path / "results" / "mlflow.db"
     proc = subprocess.Popen(CLI + args, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
@@ -225,9 +225,9 @@ def test_a_signal_while_a_grid_of_short_trials_runs(tmp_path, sig):
     done = before["FINISHED"]
     rerun = hashbench(args, tmp_path)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"{12 - done} finished, {done} skipped, 0 failed" in rerun.stderr
+    assert f"{6 - done} finished, {done} skipped, 0 failed" in rerun.stderr
     keys = finished_keys(db)
-    assert len(keys) == 12 and set(keys.values()) == {1}
+    assert len(keys) == 6 and set(keys.values()) == {1}
 
 
 # ---------------------------------------------------------------- store faults
