@@ -101,7 +101,8 @@ CIFAR-10 JPEG copy, small CNN on the 32x32 colour images, validation split carve
 ``imagefolder`` protocol's database (``results/cifar10-jpeg/README.md``), 12 bits, seed 0: in
 the 6 epochs (240 steps) a loaded 2-core CPU allowed, rate 0.001 (2 epochs) and 0.003 put the
 whole database on one or two codes and 0.01 diverged in the first epoch: no setting that fits
-such a CPU learns CIFAR-10 from scratch; the defaults are unchanged.
+such a CPU learns CIFAR-10 from scratch; the defaults are unchanged. Through the MLP on HOG
+vectors with ``epochs=100`` it learns (test split 0.238 / 0.273 at 12 / 48 bits).
 """
 
 from __future__ import annotations
