@@ -324,15 +324,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _cache_root() -> Path:
-    return Path(os.environ.get("HASHBENCH_CACHE") or Path.home() / ".cache" / "hashbench")
-
-
 def _store_template() -> Path:
     """Where this machine keeps an empty, fully migrated store of the installed MLflow version."""
     from mlflow.version import VERSION
 
-    return _cache_root() / "stores" / f"empty-mlflow-{VERSION}.db"
+    from hashbench.features import cache_root
+
+    return cache_root() / "stores" / f"empty-mlflow-{VERSION}.db"
 
 
 def _read_template(template: Path) -> bytes | None:
@@ -488,7 +486,9 @@ def _lock_path(uri: str) -> Path:
         return path.with_name(path.name + ".lock")
     import hashlib
 
-    return _cache_root() / "locks" / f"store-{hashlib.sha256(uri.encode()).hexdigest()[:16]}.lock"
+    from hashbench.features import cache_root
+
+    return cache_root() / "locks" / f"store-{hashlib.sha256(uri.encode()).hexdigest()[:16]}.lock"
 
 
 @contextmanager
@@ -942,10 +942,10 @@ class CurvePlots:
         step, *values = [str(c) for c in frame.columns]
         pr = step == "radius" and {"precision", "recall"} <= set(values)
         pairs = [("recall", "precision")] if pr else [(step, column) for column in values]
-        xmax = 1.0 if pr else float(frame[step].max())
-        key = (name, step, tuple(values), xmax, int(frame[step].max()) if pr else 0)
+        top = frame[step].max()
+        key = (name, step, tuple(values), 1.0 if pr else float(top), int(top) if pr else 0)
         with self._lock:
-            canvas, ax, lines, background = self._kept.get(key) or self._background(key, name, frame, pr)
+            canvas, ax, lines, background = self._kept.get(key) or self._background(key, pr)
             canvas.restore_region(background)
             for line, (x, y) in zip(lines, pairs, strict=True):
                 line.set_data(frame[x].to_numpy(), frame[y].to_numpy())
@@ -953,25 +953,26 @@ class CurvePlots:
             width, height = canvas.get_width_height()
             return Image.frombuffer("RGBA", (width, height), bytes(canvas.buffer_rgba()), "raw", "RGBA", 0, 1)
 
-    def _background(self, key: tuple[Any, ...], name: str, frame: Any,
-                    pr: bool) -> tuple[Any, Any, list[Any], Any]:
+    def _background(self, key: tuple[Any, ...], pr: bool) -> tuple[Any, Any, list[Any], Any]:
+        """Draw and keep the figure of ``key`` (name, x column, y columns, x limit, top radius)
+        without its lines."""
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
+        name, step, values, xmax, radius = key
         fig = Figure(figsize=(4.5, 3.2))  # fixed margins: a layout engine doubles the cost
         canvas = FigureCanvasAgg(fig)
         ax = fig.add_axes((0.14, 0.14, 0.82, 0.76))
-        step, *values = [str(c) for c in frame.columns]
         if pr:
             lines = [ax.plot([], [], marker="o", markersize=3, animated=True)[0]]
             ax.set_xlabel("recall")
             ax.set_ylabel("precision")
             ax.set_xlim(0, 1.02)
-            ax.set_title(f"precision-recall, Hamming radius 0..{int(frame[step].max())}", fontsize=9)
+            ax.set_title(f"precision-recall, Hamming radius 0..{radius}", fontsize=9)
         else:
             lines = [ax.plot([], [], label=column, animated=True)[0] for column in values]
             ax.set_xlabel(step)
-            ax.set_xlim(0, float(frame[step].max()))
+            ax.set_xlim(0, xmax)
             ax.legend(frameon=False, loc="center right")  # drawn before the lines: no "best" place
             ax.set_title(name)
         ax.set_ylim(0, 1.02)

@@ -39,16 +39,13 @@ import numpy as np
 from hashbench.datasets.base import Dataset
 from hashbench.datasets.images import ImageFiles
 from hashbench.errors import DataError
+from hashbench.features import cache_root
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff",
                               ".webp"})
 SPLITS = ("train", "val", "test")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 _DONE = ".hashbench-extracted"
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("HASHBENCH_CACHE") or Path.home() / ".cache" / "hashbench")
 
 
 def _is_archive(path: Path) -> bool:
