@@ -790,7 +790,7 @@ def grid_metrics(plan: Plan, outcomes: list[Outcome], seconds: float,
     the mean MAP over the seeds this grid finished, ``map/<method>_<bits>b`` (``i2t.map/...``
     for cross-modal tasks; ``<method>-full`` for runs on the whole database). A grid that
     ends KILLED or FAILED counts the KILLED trial runs under it in the store."""
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("FINISHED", "SKIPPED", "FAILED")}
+    counts = {s: Summary(outcomes).count(s) for s in ("FINISHED", "SKIPPED", "FAILED")}
     killed = 0
     if status != "FINISHED" and plan.store is not None and plan.parent is not None:
         parent_id = plan.parent.run_id
@@ -800,7 +800,15 @@ def grid_metrics(plan: Plan, outcomes: list[Outcome], seconds: float,
         "trials_skipped": counts["SKIPPED"], "trials_failed": counts["FAILED"],
         "trials_killed": killed, "wall_seconds": round(seconds, 3),
     }
-    maps: dict[str, list[float]] = {}
+    metrics.update({f"{name}/{method}_{bits}b": value
+                    for (name, method, bits), value in sorted(_mean_maps(outcomes).items())})
+    return metrics
+
+
+def _mean_maps(outcomes: list[Outcome]) -> dict[tuple[str, str, int], float]:
+    """(metric, method, bits) -> the mean MAP over the finished seeds: ``map`` or a cross-modal
+    task's ``i2t.map``...; the method is ``<method>-full`` for runs on the whole database."""
+    maps: dict[tuple[str, str, int], list[float]] = {}
     for outcome in outcomes:
         if outcome.status != "FINISHED":
             continue
@@ -808,9 +816,8 @@ def grid_metrics(plan: Plan, outcomes: list[Outcome], seconds: float,
         method = f"{spec.method}-full" if spec.train_mode == "full" else spec.method
         for name, value in outcome.metrics.items():
             if name == "map" or name.endswith(".map"):
-                maps.setdefault(f"{name}/{method}_{spec.bits}b", []).append(float(value))
-    metrics.update({name: float(np.mean(values)) for name, values in sorted(maps.items())})
-    return metrics
+                maps.setdefault((name, method, spec.bits), []).append(float(value))
+    return {key: float(np.mean(values)) for key, values in maps.items()}
 
 
 def end_grid(plan: Plan, outcomes: list[Outcome], seconds: float, status: str) -> None:
@@ -823,7 +830,7 @@ def end_grid(plan: Plan, outcomes: list[Outcome], seconds: float, status: str) -
         metrics = grid_metrics(plan, outcomes, seconds, status)
         counts = {s: int(metrics[f"trials_{s.lower()}"]) for s in ("FINISHED", "SKIPPED", "FAILED", "KILLED")}
         parent.set_tags({**GridRecord.count_tags(counts),
-                         NOTE_TAG: _grid_note(plan, counts, seconds, status, metrics)})
+                         NOTE_TAG: _grid_note(plan, counts, seconds, status, _mean_maps(outcomes))})
         parent.log_metrics(metrics)
     except Exception:
         with contextlib.suppress(Exception):
@@ -835,7 +842,7 @@ def end_grid(plan: Plan, outcomes: list[Outcome], seconds: float, status: str) -
 
 
 def _grid_note(plan: Plan, counts: dict[str, int], seconds: float, status: str,
-               metrics: dict[str, float]) -> str:
+               maps: dict[tuple[str, str, int], float]) -> str:
     """The parent run's description: what ran, how it ended, and the best mean MAP per length."""
     from hashbench.progress import duration
 
@@ -845,10 +852,9 @@ def _grid_note(plan: Plan, counts: dict[str, int], seconds: float, status: str,
     if status != "FINISHED":
         text += f"; ended {status}"
     best: dict[int, tuple[float, str]] = {}
-    for name, value in metrics.items():
-        if name.startswith("map/"):
-            method, bits = name[len("map/"):].rsplit("_", 1)
-            best[int(bits[:-1])] = max(best.get(int(bits[:-1]), (-1.0, "")), (value, method))
+    for (name, method, bits), value in maps.items():
+        if name == "map":
+            best[bits] = max(best.get(bits, (-1.0, "")), (value, method))
     if best:
         text += ". Best mean MAP: " + "; ".join(f"{b} bits {m} {v:.4f}" for b, (v, m) in sorted(best.items()))
     return text
