@@ -67,6 +67,12 @@ def rules_of(cls: type) -> dict[str, Any]:
     return rules
 
 
+def defaults_of(cls: type) -> dict[str, Any]:
+    """The keyword defaults of ``cls.__init__`` (its hyper-parameters' registered values)."""
+    return {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()
+            if k != "self" and p.default is not inspect.Parameter.empty}
+
+
 def check_names(cls: type, params: dict[str, Any]) -> None:
     """Every key of ``params`` is a hyper-parameter of ``cls``, else a one-line ConfigError with
     a "did you mean"."""
@@ -89,7 +95,7 @@ def check_params(cls: type, params: dict[str, Any], bits: int | None = None) -> 
         raise ConfigError(f"{name}.bits is set with --bits, not --param")
     if bits is not None and not 1 <= bits <= MAX_BITS:
         raise ConfigError(f"--bits {bits}: code lengths must be between 1 and {MAX_BITS}")
-    defaults = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
+    defaults = defaults_of(cls)
     rules = rules_of(cls)
     for key, value in params.items():
         if value is None:

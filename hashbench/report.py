@@ -143,13 +143,12 @@ def _applicable(method: str, params: dict[str, Any]) -> dict[str, Any]:
 def _default_setting(method: str) -> dict[str, str]:
     """The method's registered defaults as the store writes them (MLflow params are text),
     so that the plain row name means "at its defaults"; empty when the method is unknown."""
-    import inspect
+    from hashbench.params import defaults_of
 
     cls = _method_class(method)
     if cls is None:  # a plugin that is not installed here: fall back to the most frequent setting
         return {}
-    return {name: str(p.default) for name, p in inspect.signature(cls.__init__).parameters.items()
-            if name not in ("self", "bits") and p.default is not inspect.Parameter.empty}
+    return {name: str(value) for name, value in defaults_of(cls).items() if name != "bits"}
 
 
 def latest_finished(frame: pd.DataFrame) -> pd.DataFrame:
