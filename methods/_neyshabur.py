@@ -76,6 +76,12 @@ Measured on synthetic CIFAR-10-shaped features (``benchmarks/paper_cost.py``: 4,
 Lin:Lin on 5,000 training points 37 s -> 20 s (hinge SGD 0.53-0.6 s -> 0.2 s a call);
 Lin:V with the 59,000-item database 639 s -> 31 s (the saving products: 577 s -> 20 s).
 Falls back to numpy where the label-group table is too large (``_MAX_PAIR_TABLE``).
+The products also run over *distinct* database columns only (``_PackedBlock``): a column of
+``M`` depends only on the item's label group and its other bits, and Lin:V's code words
+settle to one per class within the first epoch (10 distinct of 10,000 on the synthetic
+10-class set), so from then on a round's products read a few dozen columns instead of the
+whole database. Same loss to the last digit on that set (12 bits, 3 epochs: fit
+88 s -> 32 s at 10,000 x 256; ``u^T M`` is bit-identical, ``M v`` sums in another order).
 Open question (issue 14, measured after the kernels were made the default): Lin:V on the
 ``paper_cost.py --quick`` data (2,000-item database, 256-d, 12 bits, cut to 2 epochs), seeds
 0 / 1 / 2, MAP numpy 0.7642 / 0.7942 / 0.7714 against numba 0.7512 / 0.7859 / 0.7358 (mean
@@ -427,31 +433,55 @@ class _PackedCodes:
         similar = np.asarray(groups.table, dtype=bool)[:, :, None]
         self.pair_tables = np.where(similar, tables[1], tables[0]).astype(np.float32)
         self.top = 2 * k - 2
+        self._columns: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def distinct_columns(self, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One representative of each distinct (label group, other bits) among ``cols``, and
+        for every column the index of its representative. Kept for the last ``cols`` array
+        (Lin:V passes the same one, every database item, in every round of a bit)."""
+        if self._columns is not None and self._columns[0] is cols:
+            return self._columns[1], self._columns[2]
+        keys = np.column_stack([self.d_group[cols].astype(np.uint64), self.d_words[cols] & self.mask])
+        _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        result = (np.ascontiguousarray(cols[first], dtype=np.int64), inverse.reshape(-1))
+        self._columns = (cols, *result)
+        return result
 
 
 class _PackedBlock:
-    """``M`` on ``rows x cols`` as compiled products, never formed (module docstring)."""
+    """``M`` on ``rows x cols`` as compiled products, never formed (module docstring).
+
+    Columns with the same label group and the same other bits are the same column of ``M``,
+    so the products run over one representative column per distinct (group, other bits):
+    ``M v`` sums ``v`` within each distinct column first, and ``u^T M`` is computed once per
+    distinct column and copied to its duplicates. For Lin:V this is most of the database:
+    its code words settle to a few per label group within the first epoch (one per class
+    on single-label data), so a round's products over 59,000 database items shrink to a
+    few dozen columns. ``u^T M`` is bit for bit what the column-by-column product gives;
+    ``M v`` adds the same terms in another order (float64 accumulation).
+    """
 
     def __init__(self, packed: _PackedCodes, rows: np.ndarray, cols: np.ndarray) -> None:
         self.p = packed
         self.rows = np.ascontiguousarray(rows, dtype=np.int64)
-        self.cols = np.ascontiguousarray(cols, dtype=np.int64)
+        self.cols, self.inverse = packed.distinct_columns(cols)
 
     def _call(self, kernel: Callable[..., None], vector: np.ndarray, size: int) -> np.ndarray:
         p, out = self.p, np.empty(size, dtype=np.float64)
         kernel(p.q_words, self.rows, p.d_words, self.cols, p.mask, p.q_group, p.d_group,
-               p.pair_tables, p.top, np.ascontiguousarray(vector, dtype=np.float32), out)
-        return out.astype(np.float32)
+               p.pair_tables, p.top, np.ascontiguousarray(vector, dtype=np.float64), out)
+        return out
 
     def matvec(self, v: np.ndarray) -> np.ndarray:
         from ._neyshabur_kernels import saving_matvec
 
-        return self._call(saving_matvec, v, len(self.rows))
+        sums = np.bincount(self.inverse, weights=v, minlength=len(self.cols))
+        return self._call(saving_matvec, sums, len(self.rows)).astype(np.float32)
 
     def rmatvec(self, u: np.ndarray) -> np.ndarray:
         from ._neyshabur_kernels import saving_rmatvec
 
-        return self._call(saving_rmatvec, u, len(self.cols))
+        return self._call(saving_rmatvec, u, len(self.cols))[self.inverse].astype(np.float32)
 
 
 class _DenseBlock:

@@ -70,6 +70,33 @@ def test_saving_products_match_the_formed_block(bits):
     np.testing.assert_allclose(packed.rmatvec(u), dense.rmatvec(u), atol=1e-5 * scale)
 
 
+def test_products_over_distinct_columns_equal_the_column_by_column_ones():
+    """Lin:V's database codes settle to a few per label group: columns with the same group
+    and other bits are computed once. u^T M is bit for bit the per-column product; M v adds
+    the same terms in another order."""
+    x, labels = _problem()
+    trainer = _trainer("numba", "codes", labels)
+    rng = np.random.default_rng(7)
+    qc = binarize(x @ rng.standard_normal((BITS, x.shape[1])).T)
+    group_codes = binarize(rng.standard_normal((4, BITS)))
+    dc = group_codes[labels.argmax(axis=1)].copy()  # one code per class ...
+    dc[:, 2] = np.where(rng.random(len(dc)) < 0.5, 1, -1)  # ... up to the bit being learned
+    dc[:7] = binarize(rng.standard_normal((7, BITS)))  # and a few stray ones
+    tables = trainer._saving_table(-1.0)
+    packed = trainer._packed(qc, dc, 2, tables)
+    rows, cols = np.arange(0, 400, 2), np.arange(400)
+    block = _PackedBlock(packed, rows, cols)
+    assert len(block.cols) <= 4 + 7  # the learned bit does not split a column class
+    dense = _DenseBlock(trainer._saving_block(rows, cols, qc, dc, 2, tables))
+    v = binarize(rng.standard_normal(len(cols))).astype(np.float32)
+    u = binarize(rng.standard_normal(len(rows))).astype(np.float32)
+    singles = [_PackedBlock(packed, rows, np.array([j])).rmatvec(u)[0] for j in cols]
+    np.testing.assert_array_equal(block.rmatvec(u), np.array(singles, dtype=np.float32))
+    scale = np.abs(dense.m).sum(axis=1).max()
+    np.testing.assert_allclose(block.matvec(v), dense.matvec(v), atol=1e-6 * scale)
+    np.testing.assert_allclose(block.rmatvec(u), dense.rmatvec(u), atol=1e-6 * scale)
+
+
 @pytest.mark.parametrize("database", ["codes", "linear"])
 def test_one_bit_update_agrees_with_the_numpy_path(database):
     x, labels = _problem()
