@@ -377,14 +377,16 @@ class NeyshaburTrainer:
                     saving = _ChunkedBlock(
                         lambda c, rows=rows: self._saving_block(rows, c, qc, dc, bit, tables),
                         len(rows), nd)
-            r = binarize(xd[cols] @ w_d) if w_d is not None else v
+            x_rows = xq[rows]  # gathered once a round (4,096-d: 16 MB per 1,000 rows)
+            x_cols = xd[cols] if w_d is not None else None
+            r = binarize(x_cols @ w_d) if w_d is not None else v
             mr = saving.matvec(r.astype(np.float32))
-            w_q = hinge_sgd(binarize(mr), xq[rows], np.abs(mr), w_q, cfg, rng)
-            lq = binarize(xq[rows] @ w_q).astype(np.float32)
+            w_q = hinge_sgd(binarize(mr), x_rows, np.abs(mr), w_q, cfg, rng)
+            lq = binarize(x_rows @ w_q).astype(np.float32)
             lm = saving.rmatvec(lq)
             if w_d is not None:
-                w_d = hinge_sgd(binarize(lm), xd[cols], np.abs(lm), w_d, cfg, rng)
-                objective = float(lm @ binarize(xd[cols] @ w_d))
+                w_d = hinge_sgd(binarize(lm), x_cols, np.abs(lm), w_d, cfg, rng)
+                objective = float(lm @ binarize(x_cols @ w_d))
             else:
                 v = np.where(lm == 0, v, binarize(lm)).astype(np.int8)
                 objective = float(np.abs(lm).sum())
