@@ -351,7 +351,7 @@ class GridReporter(Reporter):
         entry = self._flight.pop(outcome.trial.run_key, None)
         seconds = outcome.seconds or (self.clock() - entry[2] if entry and entry[2] is not None else 0.0)
         if seconds > 0:
-            self.estimates.record(outcome.trial.method, seconds)
+            self.estimates.record(outcome.trial.method, seconds, getattr(outcome.trial, "bits", None))
         self._take_slots()
         width = len(str(self.total))
         head = f"[{index:>{width}}/{self.total}] {outcome.trial.label:<28}"

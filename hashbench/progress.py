@@ -2,10 +2,12 @@
 
 All progress goes to stderr so that stdout carries only results (tables, JSON).
 
-The ETA is a sum over the trials still to run of a per-trial estimate: the median duration
-of earlier FINISHED runs of the same method on the same dataset (same code length when
-there are some) from the store, else the mean duration of this grid's finished trials of
-that method, else of all its finished trials. On a terminal the bar refreshes every second
+The ETA is a sum over the trials still to run of a per-trial estimate: the mean duration of
+this grid's finished trials of the same method and code length (they ran on this machine at
+its present load), else the median duration of earlier FINISHED runs of the same method on
+the same dataset (same code length when there are some) from the store, else the mean of this
+grid's finished trials of that method, else of all its finished trials. (A store filled on a
+busier machine once put 3h42m on a queue that took 15 minutes.) On a terminal the bar refreshes every second
 with the running trial's elapsed time, so a long trial never looks frozen.
 """
 
@@ -43,6 +45,7 @@ class Estimates:
         self.dataset = dataset
         self.history = [h for h in history or [] if h[3] > 0]  # (method, dataset, bits, seconds)
         self.done: dict[str, list[float]] = {}
+        self.done_at: dict[tuple[str, int], list[float]] = {}  # (method, bits) -> seconds
 
     @classmethod
     def from_store(cls, store: Any, dataset: str) -> Estimates:
@@ -59,10 +62,14 @@ class Estimates:
             history = []
         return cls(history, dataset)
 
-    def record(self, method: str, seconds: float) -> None:
+    def record(self, method: str, seconds: float, bits: int | None = None) -> None:
         self.done.setdefault(method, []).append(seconds)
+        if bits is not None:
+            self.done_at.setdefault((method, int(bits)), []).append(seconds)
 
     def of(self, method: str, bits: int) -> float | None:
+        if self.done_at.get((method, bits)):
+            return statistics.fmean(self.done_at[(method, bits)])
         same = [h for h in self.history if h[0] == method and h[1] == self.dataset]
         exact = [h[3] for h in same if h[2] == bits]
         if exact or same:
@@ -191,7 +198,7 @@ class Reporter:
                 text += "  FLAGGED: " + "; ".join(f"{k}: {v}" for k, v in outcome.flags.items())
         if outcome.status != "SKIPPED":
             seconds = getattr(outcome, "seconds", 0.0) or (time.perf_counter() - self._trial_start)
-            self.estimates.record(outcome.trial.method, seconds)
+            self.estimates.record(outcome.trial.method, seconds, getattr(outcome.trial, "bits", None))
             self._current = None
             if self.live and index < self.total and (self._bar is None or not self.interactive):
                 text += f"  ({self._status()})"  # logs and pipes: the ETA on each line

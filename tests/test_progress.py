@@ -17,7 +17,7 @@ from types import SimpleNamespace
 from hashbench.progress import Estimates, Reporter, duration
 
 
-def test_estimates_prefer_the_store_then_this_grid():
+def test_estimates_prefer_this_grids_cell_then_the_store_then_this_grid():
     history = [("adsh", "digits", 12, 10.0), ("adsh", "digits", 12, 30.0), ("adsh", "digits", 24, 50.0),
                ("adsh", "cifar10", 12, 900.0), ("itq", "digits", 12, 0.0)]
     est = Estimates(history, "digits")
@@ -27,6 +27,11 @@ def test_estimates_prefer_the_store_then_this_grid():
     est.record("itq", 2.0)
     est.record("lsh", 4.0)
     assert est.of("itq", 12) == 2.0 and est.of("sdh", 12) == 3.0  # this grid: the method, else all
+    est.record("adsh", 4.0, bits=12)
+    est.record("adsh", 8.0, bits=12)
+    # this grid's own trials of the cell come first (the store's 10 and 30 s ran elsewhere) ...
+    assert est.of("adsh", 12) == 6.0
+    assert est.of("adsh", 24) == 50.0  # ... but only for that code length
 
 
 def test_eta_sums_the_queue_and_the_running_trial():
