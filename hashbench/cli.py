@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from hashbench.errors import HashbenchError, UsageError, os_error_line
+from hashbench.errors import HashbenchError, UsageError, interruption_name, os_error_line
 
 # ---------------------------------------------------------------- option parsing
 
@@ -657,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
         done = (f"the running trial ({killed}) was marked KILLED" if killed
                 else "no trial had started" if getattr(exc, "before_trials", False)
                 else "running trials were marked KILLED")
-        print(f"interrupted ({exc or 'Ctrl-C'}): {done}; rerun the same command to finish the rest",
+        print(f"{interruption_name(exc)}: {done}; rerun the same command to finish the rest",
               file=sys.stderr)
         return getattr(exc, "exit_code", 130)
     finally:

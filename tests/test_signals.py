@@ -36,7 +36,8 @@ def _start_and_wait_for_the_trial(cmd, tmp_path, env, uri):
     pytest.fail("the trial never started")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM-dpsh", "SIGHUP-gate"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT],
+                         ids=["SIGTERM-dpsh", "SIGHUP-gate", "SIGINT-gate"])
 def test_signal_mid_trial_kills_the_trial_and_a_rerun_completes(tmp_path, sig, gate_env):
     uri = f"sqlite:///{tmp_path}/s.db"
     env, gate = gate_env
@@ -47,7 +48,7 @@ def test_signal_mid_trial_kills_the_trial_and_a_rerun_completes(tmp_path, sig, g
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + sig, err
-    name = signal.Signals(sig).name
+    name = "Ctrl-C" if sig == signal.SIGINT else signal.Signals(sig).name  # a SIGINT is a Ctrl-C
     assert f"interrupted ({name})" in err and "was marked KILLED" in err
     (record,) = store.trial_records()
     assert record.status == "KILLED" and record.error == f"interrupted ({name})"
