@@ -139,6 +139,25 @@ def test_full_objective_does_not_increase_over_a_b_and_w_step(seed):
     assert after <= mid + 1e-9 * abs(mid)
 
 
+def test_similarity_kinds_coincide_on_single_label_data():
+    """On one-hot labels (Wikipedia, digits-2view) every similarity kind gives the same
+    balanced block: the kind can only matter on multi-label data, so the Wikipedia ablation
+    leaves it out."""
+    rng = np.random.default_rng(1)
+    lab = np.eye(5, dtype=np.uint8)[rng.integers(0, 5, 60)]
+    groups, (ids,) = group_labels(lab)
+    rows = rng.choice(60, 25, replace=False)
+    blocks = {kind: GradedSimilarityBlock(groups, ids[rows], ids, kind, balance=True).dense()
+              for kind in SIMILARITIES}
+    for kind, block in blocks.items():
+        torch.testing.assert_close(block, blocks["binary"], rtol=0, atol=1e-12, msg=kind)
+    multi = _labels(rng, 60, 5)  # while on multi-label data graded and binary differ
+    mgroups, (mids,) = group_labels(multi)
+    graded = GradedSimilarityBlock(mgroups, mids[rows], mids, "graded-cosine", balance=True).dense()
+    binary = GradedSimilarityBlock(mgroups, mids[rows], mids, "binary", balance=True).dense()
+    assert not torch.allclose(graded, binary)
+
+
 def test_similarity_kinds_and_balancing():
     a = np.array([[1, 1, 0], [1, 0, 0], [0, 0, 1]])
     cos = group_similarity("graded-cosine", a, a)
