@@ -40,6 +40,18 @@ def parse_int_list(text: str, what: str, minimum: int) -> list[int]:
     return values
 
 
+def parse_value(raw: str) -> Any:
+    """A command-line value: a Python literal (``30``, ``0.5``, ``True``, ``None``, ``(1, 2)``),
+    ``true`` / ``false`` in any case as the flags they say (the form the store and the report
+    print), else the text itself."""
+    if raw.strip().lower() in ("true", "false"):
+        return raw.strip().lower() == "true"
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw
+
+
 def parse_assignments(items: list[str], option: str, example: str) -> dict[str, Any]:
     """``["a.b=5", "c=x"]`` -> {"a.b": 5, "c": "x"} (values parsed as Python literals if possible)."""
     out: dict[str, Any] = {}
@@ -47,27 +59,19 @@ def parse_assignments(items: list[str], option: str, example: str) -> dict[str, 
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"{option} {item!r}: expected KEY=VALUE, e.g. {example}")
-        try:
-            value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            value = raw
-        out[key.strip()] = value
+        out[key.strip()] = parse_value(raw)
     return out
 
 
 def parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
-    """``["itq.n_iter=30"]`` -> {"itq": {"n_iter": 30}} (values parsed as Python literals)."""
+    """``["itq.n_iter=30"]`` -> {"itq": {"n_iter": 30}} (values as :func:`parse_value`)."""
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         method, dot, name = key.partition(".")
         if not sep or not dot or not method or not name:
             raise UsageError(f"--param {item!r}: expected METHOD.NAME=VALUE, e.g. itq.n_iter=30")
-        try:
-            value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            value = raw
-        out.setdefault(method.strip().lower(), {})[name.strip()] = value
+        out.setdefault(method.strip().lower(), {})[name.strip()] = parse_value(raw)
     return out
 
 

@@ -39,3 +39,14 @@ def test_bits_limit_and_good_values_pass():
     check_params(registry.get("itq"), {"n_iter": 0}, 12)
     check_params(registry.get("dpsh"), {"output_scale": None, "learning_rate": 1}, 12)  # None: the method's choice
     assert rules_of(registry.get("adsh"))["outer_iters"] == ">0"  # derived from positive_fields
+
+
+def test_command_line_values_take_true_and_false_as_flags():
+    from hashbench.cli import parse_params
+
+    parsed = parse_params(["ddash.balance=false", "ddash.shared_codes=TRUE", "itq.n_iter=30",
+                           "dpsh.learning_rate=0.5", "lfh.extension=trees", "adsh.pretrained=None"])
+    assert parsed == {"ddash": {"balance": False, "shared_codes": True}, "itq": {"n_iter": 30},
+                      "dpsh": {"learning_rate": 0.5}, "lfh": {"extension": "trees"},
+                      "adsh": {"pretrained": None}}
+    assert parsed["ddash"]["balance"] is False  # a flag, not the text 'false' (which is truthy)
