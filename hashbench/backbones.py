@@ -83,7 +83,13 @@ class MLP(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """Two 3x3 convolutions and a 2x2 max-pool, then ``fc -> hidden -> bits``."""
+    """Two 3x3 convolutions and a 2x2 max-pool, then ``fc -> hidden -> bits``.
+
+    The images go in as they are (values in [0, 1]) unless :meth:`standardise_inputs` was
+    called: then each channel is first standardised, ``(x - mean) / std``, with the statistics
+    given there (kept as buffers, so encoding applies the same shift). Opt-in: the symmetric
+    deep methods (``hashbench.deep``) use it; ADSH does not.
+    """
 
     def __init__(self, input_shape: Sequence[int], bits: int, hidden: int = 256) -> None:
         super().__init__()
@@ -97,9 +103,49 @@ class SmallCNN(nn.Module):
         self.head = nn.Sequential(
             nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU(), nn.Linear(hidden, bits),
         )
+        self.input_mean: torch.Tensor | None
+        self.input_std: torch.Tensor | None
+        self.register_buffer("input_mean", None)
+        self.register_buffer("input_std", None)
+
+    def standardise_inputs(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Standardise each input channel with ``mean`` and ``std`` (one value per channel)."""
+        device = self.head[-1].weight.device
+        mean_t = torch.as_tensor(np.asarray(mean, np.float32), device=device).view(1, -1, 1, 1)
+        std_t = torch.as_tensor(np.asarray(std, np.float32), device=device).view(1, -1, 1, 1)
+        if mean_t.shape[1] != self.features[0].in_channels or std_t.shape != mean_t.shape:
+            raise ConfigError(f"standardise_inputs: need one mean and one std per channel "
+                              f"({self.features[0].in_channels}), got {mean_t.shape[1]} and {std_t.shape[1]}")
+        if not bool((std_t > 0).all()):
+            raise ConfigError("standardise_inputs: every channel's std must be positive")
+        self.input_mean, self.input_std = mean_t, std_t
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_mean is not None:
+            x = (x - self.input_mean) / self.input_std
         return self.head(self.features(x))
+
+
+def channel_stats(inputs: Any, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of images ``inputs`` (any form :func:`to_batch`
+    takes), over every pixel of every image, accumulated in float64. A constant channel gets
+    std 1 (it is only shifted)."""
+    total = squares = None
+    count = 0
+    for batch in iterate_batches(inputs, batch_size):
+        if batch.ndim != 4:
+            raise DataError(f"channel_stats needs images (N, C, H, W), got a batch of shape "
+                            f"{tuple(batch.shape)}")
+        x = batch.double().transpose(0, 1).reshape(batch.shape[1], -1)
+        total = x.sum(1) if total is None else total + x.sum(1)
+        squares = (x * x).sum(1) if squares is None else squares + (x * x).sum(1)
+        count += x.shape[1]
+    if total is None or squares is None:
+        raise DataError("channel_stats: no images")
+    mean = total / count
+    std = (squares / count - mean * mean).clamp(min=0.0).sqrt()
+    std = torch.where(std > 1e-6, std, torch.ones_like(std))
+    return mean.numpy().astype(np.float32), std.numpy().astype(np.float32)
 
 
 class AlexNetHash(nn.Module):

@@ -21,6 +21,20 @@ lives here, once:
 * the network: one of the backbones shared with ADSH (``hashbench.backbones``): "mlp" for
   feature vectors (the default), "cnn" for small images, "alexnet" (ImageNet weights by
   default, the torchvision stand-in for CNN-F) for images, trained end to end.
+* input standardisation for the small CNN: each image channel is standardised with the
+  training images' per-channel mean and std before the first convolution (kept in the
+  network, so queries and database are encoded the same way). The authors' pipelines
+  all subtract a mean image or the ImageNet mean (DSH's Caffe, DHN's and DPSH's AlexNet /
+  CNN-F inputs; AlexNet here applies the ImageNet normalisation itself). Without it the
+  images enter in [0, 1] (mean about 0.48 on CIFAR-10), every ReLU feature of the CNN has a
+  large mean shared by all images, and the outputs at the start are mostly one direction
+  common to every image (on CIFAR-10, 12 bits: per-bit mean over images 0.046 against a
+  spread of 0.009, 8 of 12 bits constant over 500 images). The pair losses must first remove
+  that shared part; their gradient for it adds up coherently over a mini-batch, so steps
+  large enough to learn overshoot, the ReLUs die and every image gets one code (the CIFAR-10
+  collapses of DPSH, DSH and DHN recorded in ``results/cifar10-jpeg/README.md``), and
+  smaller ones do not leave the shared code within a CPU budget (DHN's balanced loss has
+  almost no gradient for it). ADSH keeps its raw inputs (its calibration was done on them).
 * the loop: ``epochs`` passes over the training set in mini-batches of ``batch_size``
   (128, as the ADSH paper ran its deep baselines), plain SGD with ``momentum`` and
   ``weight_decay`` (5e-4 in the paper), the rate log-spaced from ``learning_rate`` to
@@ -74,6 +88,7 @@ from hashbench.backbones import (
     DEVICE_INPUTS_BYTES,
     StepLog,
     build_backbone,
+    channel_stats,
     cpu_threads,
     eval_points,
     input_shape,
@@ -304,8 +319,19 @@ class SymmetricDeepHasher(DeepHasher):
         if len(labels) < 2:
             raise DataError(f"{self.meta.name}: needs at least 2 training points, got {len(labels)}")
         with self.seeded_network(inputs, ctx) as (model, device):
+            self.standardise_inputs(model, inputs)
             self._train(model, inputs, labels, ctx, device)
         return self
+
+    def standardise_inputs(self, model: torch.nn.Module, inputs: Any) -> None:
+        """The small CNN sees each image channel standardised with the training images'
+        per-channel mean and std (``SmallCNN.standardise_inputs``; see the module docstring);
+        the MLP and AlexNet (which applies the ImageNet normalisation itself) are left as they
+        are. Draws nothing from any random stream."""
+        if self.backbone != "cnn":
+            return
+        mean, std = channel_stats(inputs)
+        model.standardise_inputs(mean, std)
 
     def _train(self, model: torch.nn.Module, inputs: Any, labels: np.ndarray, ctx: RunContext,
                device: torch.device) -> None:
