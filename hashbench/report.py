@@ -190,6 +190,11 @@ class Table:
     def higher_is_better(self) -> bool:
         return not self.metric.endswith(LOWER_IS_BETTER_SUFFIX)
 
+    @property
+    def decimals(self) -> int:
+        """Digits after the point: 4 for MAP and precision, 1 for seconds."""
+        return 1 if self.metric.endswith(LOWER_IS_BETTER_SUFFIX) else 4
+
     def best(self, group: Group, bits: int) -> str | None:
         values = {r: group.cells[(r, bits)][0] for r in self.rows
                   if (r, bits) in group.cells and not math.isnan(group.cells[(r, bits)][0])}
@@ -527,19 +532,19 @@ def provenance(table: Table) -> list[str]:
             for g in table.groups]
 
 
-def _number(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.4f}"
+def _number(value: float, decimals: int = 4) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.{decimals}f}"
 
 
-def _fmt(cell: Cell | None, mark: str = "", style: str = "markdown") -> str:
+def _fmt(cell: Cell | None, mark: str = "", style: str = "markdown", decimals: int = 4) -> str:
     """``mean ± std (n)``; Markdown: best bold, ties underlined; text: best ``*``, ties ``~``."""
     if cell is None:
         return "-"
     if cell.n == 0 and cell.notes:  # only failed / killed trials: say so instead of "-"
         return cell.notes
-    text = _number(cell.mean)
+    text = _number(cell.mean, decimals)
     if not math.isnan(cell.mean):
-        text += ("" if math.isnan(cell.std) else f" ± {cell.std:.4f}") + f" ({cell.n})"
+        text += ("" if math.isnan(cell.std) else f" ± {cell.std:.{decimals}f}") + f" ({cell.n})"
     if style == "markdown":
         text = {"best": f"**{text}**", "tie": f"<u>{text}</u>"}.get(mark, text)
     elif style == "text":
@@ -572,7 +577,8 @@ def to_markdown(table: Table) -> str:
         for g in table.groups:
             for b in g.bits:
                 cell = g.cells.get((row, b))
-                cells.append(_fmt(cell, table.mark(g, b, row)) + _paper_suffix(table, row, g, b, cell))
+                cells.append(_fmt(cell, table.mark(g, b, row), decimals=table.decimals)
+                             + _paper_suffix(table, row, g, b, cell))
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Provenance: " + "; ".join(provenance(table)) + "."]
     return "\n".join(lines)
@@ -587,7 +593,7 @@ def to_text(table: Table) -> str:
         for g in table.groups:
             for b in g.bits:
                 cell = g.cells.get((row, b))
-                cells.append(_fmt(cell, table.mark(g, b, row), "text")
+                cells.append(_fmt(cell, table.mark(g, b, row), "text", table.decimals)
                              + _paper_suffix(table, row, g, b, cell))
         body.append(cells)
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
@@ -626,16 +632,16 @@ def latex_label(table: Table) -> str:
     return f"tab:hashbench-{slug}" + (f"-{groups}" if table.title.startswith("Kept apart") else "")
 
 
-def _latex_cell(cell: Cell | None, common_n: int | None) -> str:
+def _latex_cell(cell: Cell | None, common_n: int | None, decimals: int = 4) -> str:
     if cell is None:
         return "--"
     if cell.n == 0 and cell.notes:  # only failed / killed trials
         return latex_escape(cell.notes)
     if math.isnan(cell.mean):
         return "n/a"
-    text = f"{cell.mean:.4f}"
+    text = f"{cell.mean:.{decimals}f}"
     if not math.isnan(cell.std):
-        text += rf"\,{{\scriptsize$\pm${cell.std:.4f}}}"
+        text += rf"\,{{\scriptsize$\pm${cell.std:.{decimals}f}}}"
     if common_n is None or cell.n != common_n:
         text += rf"\,{{\scriptsize($n$={cell.n})}}"
     if cell.notes:
@@ -653,7 +659,8 @@ def to_latex(table: Table) -> str:
     columns = pd.MultiIndex.from_tuples([(g.label, f"{b} bits") for g in table.groups for b in g.bits])
     rows, index, marks = [], [], []
     for row in table.rows:
-        rows.append([_latex_cell(g.cells.get((row, b)), common_n) for g in table.groups for b in g.bits])
+        rows.append([_latex_cell(g.cells.get((row, b)), common_n, table.decimals)
+                     for g in table.groups for b in g.bits])
         marks.append([{"best": "textbf:--rwrap;", "tie": "underline:--rwrap;"}.get(
             table.mark(g, b, row), "") for g in table.groups for b in g.bits])
         index.append(row)
@@ -717,7 +724,8 @@ def to_html_table(table: Table, ui: str | None = None, experiment_id: str | None
         for g in table.groups:
             for b in g.bits:
                 cell = g.cells.get((row, b))
-                text = html.escape(_fmt(cell, style="html") + _paper_suffix(table, row, g, b, cell))
+                text = html.escape(_fmt(cell, style="html", decimals=table.decimals)
+                                   + _paper_suffix(table, row, g, b, cell))
                 link = _run_links(cell, ui, experiment_id) if cell is not None else None
                 values.append(f"<a href='{html.escape(link)}'>{text}</a>" if link else text)
                 mark = table.mark(g, b, row)

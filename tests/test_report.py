@@ -69,6 +69,10 @@ def test_table1_mean_std_seeds_and_bold(store):
 def test_lower_is_better_for_seconds(store):
     (table,) = report.build_tables(report.collect(store), "train_seconds")
     assert table.best(table.groups[0], 12) == "ITQ"
+    # seconds print with one decimal (3.0 s, not 3.0000 s), in every format
+    assert "| **3.0 ± 0.0 (3)** | " in report.to_markdown(table)
+    assert "9.0 ± 0.0 (3)" in report.to_text(table) and "9.0000" not in report.to_text(table)
+    assert r"3.0\,{\scriptsize$\pm$0.0}" in report.to_latex(table)
 
 
 def test_different_splits_and_conventions_are_kept_apart(store):
