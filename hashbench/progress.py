@@ -7,8 +7,9 @@ this grid's finished trials of the same method and code length (they ran on this
 its present load), else the median duration of earlier FINISHED runs of the same method on
 the same dataset (same code length when there are some) from the store, else the mean of this
 grid's finished trials of that method, else of all its finished trials. (A store filled on a
-busier machine once put 3h42m on a queue that took 15 minutes.) On a terminal the bar refreshes every second
-with the running trial's elapsed time, so a long trial never looks frozen.
+much busier machine once put 7h46m on a queue that took under an hour.) On a terminal the bar
+refreshes every second with the running trial's elapsed time, so a long trial never looks
+frozen.
 """
 
 from __future__ import annotations
