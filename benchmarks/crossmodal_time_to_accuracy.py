@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 from time_to_accuracy import Curve as BaseCurve
-from time_to_accuracy import _OutOfTime
+from time_to_accuracy import _OutOfTime, first_time
 
 from hashbench import registry
 from hashbench.api import RunContext, trial_data
@@ -173,11 +173,6 @@ def run_one(name: str, train: np.ndarray, full: bool, data: Data, bits: int, see
             record(curve.last_seconds, method)
     curve.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return curve
-
-
-def first_time(seconds: list[float], values: list[float], target: float) -> float | None:
-    """The first training time at which ``values`` reach ``target`` (None: never)."""
-    return next((t for t, v in zip(seconds, values, strict=True) if v >= target), None)
 
 
 def fmt(seconds: float | None) -> str:

@@ -85,14 +85,16 @@ class Curve:
     last_seconds: float = 0.0
 
     def time_to(self, target: float) -> float | None:
-        for s, m in zip(self.seconds, self.maps, strict=True):
-            if m >= target:
-                return s
-        return None
+        return first_time(self.seconds, self.maps, target)
 
     @property
     def best(self) -> float:
         return max(self.maps) if self.maps else float("nan")
+
+
+def first_time(seconds: list[float], values: list[float], target: float) -> float | None:
+    """The first training time at which ``values`` reach ``target`` (None: never)."""
+    return next((t for t, v in zip(seconds, values, strict=True) if v >= target), None)
 
 
 class _OutOfTime(Exception):
