@@ -790,7 +790,8 @@ def grid_metrics(plan: Plan, outcomes: list[Outcome], seconds: float,
     the mean MAP over the seeds this grid finished, ``map/<method>_<bits>b`` (``i2t.map/...``
     for cross-modal tasks; ``<method>-full`` for runs on the whole database). A grid that
     ends KILLED or FAILED counts the KILLED trial runs under it in the store."""
-    counts = {s: Summary(outcomes).count(s) for s in ("FINISHED", "SKIPPED", "FAILED")}
+    summary = Summary(outcomes)
+    counts = {s: summary.count(s) for s in ("FINISHED", "SKIPPED", "FAILED")}
     killed = 0
     if status != "FINISHED" and plan.store is not None and plan.parent is not None:
         parent_id = plan.parent.run_id
