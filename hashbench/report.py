@@ -11,8 +11,9 @@ learn the database codes); Table 2 the full-database runs beside ADSH. Comparabi
 decided by the evaluation split hash (query + database indices) and the evaluation
 conventions recorded with every run: runs that differ in either are never averaged
 together, they go to separate tables whose note says why. When a trial was rerun with
-``--force``, the newest FINISHED run of each run key counts. Cells whose runs collapsed
-(few distinct database codes) or failed are flagged.
+``--force``, the newest FINISHED run of each run key counts; when a method's revision changed
+(``MethodMeta.revision``) and a trial was run again, the newest revision's run counts. Cells
+whose runs collapsed (few distinct database codes) or failed are flagged.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ def collect(store: Store) -> pd.DataFrame:
             "collapsed": any(k == "collapsed" or k.endswith(".collapsed") for k in record.flags),
             "error": record.error,
             "setting": json.dumps(record.hyper_parameters, sort_keys=True),
+            "revision": record.method_revision,
         }
         row.update({f"metric.{k}": v for k, v in record.metrics.items()})
         rows.append(row)
@@ -151,9 +153,27 @@ def _default_setting(method: str) -> dict[str, str]:
     return {name: str(value) for name, value in defaults_of(cls).items() if name != "bits"}
 
 
+# one trial whatever the method's revision: a newer revision's run of it supersedes the older
+TRIAL_KEYS = ["method", "protocol", "data", "split_sha256", "eval_split_sha256", "conventions",
+              "train_mode", "bits", "seed", "setting"]
+
+
+def superseded(frame: pd.DataFrame, by: pd.DataFrame) -> pd.Series:
+    """True for the rows of ``frame`` whose trial (``TRIAL_KEYS``) has a run in ``by`` of a
+    higher method revision (``MethodMeta.revision``, bumped when a method's behaviour changes;
+    0 = not recorded, i.e. older than any recorded revision)."""
+    if frame.empty or "revision" not in frame or "revision" not in by:
+        return pd.Series(False, index=frame.index)
+    newest = by.groupby(TRIAL_KEYS, dropna=False)["revision"].max().rename("newest_revision")
+    merged = frame[TRIAL_KEYS + ["revision"]].join(newest, on=TRIAL_KEYS)
+    return (merged["newest_revision"] > merged["revision"]).fillna(False).astype(bool)
+
+
 def latest_finished(frame: pd.DataFrame) -> pd.DataFrame:
-    """FINISHED runs only, the newest per run key."""
+    """FINISHED runs only, the newest per run key; a run whose trial was rerun by a newer
+    revision of its method is left out (:func:`superseded`)."""
     done = frame[frame["status"] == "FINISHED"]
+    done = done[~superseded(done, done)]
     return done.sort_values("start_time").groupby("run_key", as_index=False).tail(1)
 
 
@@ -266,8 +286,10 @@ def data_label(dataset: str, data_tags: dict[str, str]) -> str:
 
 def unfinished(frame: pd.DataFrame) -> pd.DataFrame:
     """FAILED and KILLED trials whose run key has no FINISHED run: the newest per key."""
-    done_keys = set(frame.loc[frame["status"] == "FINISHED", "run_key"])
+    done = frame[frame["status"] == "FINISHED"]
+    done_keys = set(done["run_key"])
     out = frame[frame["status"].isin(["FAILED", "KILLED"]) & ~frame["run_key"].isin(done_keys)]
+    out = out[~superseded(out, done)]
     return out.sort_values("start_time").groupby("run_key", as_index=False).tail(1)
 
 

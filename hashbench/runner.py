@@ -599,6 +599,7 @@ class TrialWorker:
             train_mode_source="--train-mode" if ctx.protocol.train_mode_forced else "protocol",
             modalities=",".join(method.modalities),
             method_origin=registry.origin(meta.name), method_sha256=method_source_sha256(cls),
+            method_revision=meta.revision,
             version=ctx.base_tags[VERSION_TAG], git_sha=ctx.base_tags[GIT_SHA_TAG],
             split_sha256=split.sha256, eval_split_sha256=split.eval_sha256,
             eval_description=ctx.base_tags[EVAL_DESCRIPTION_TAG], device=device,

@@ -78,6 +78,7 @@ DEVICE_TAG = "hashbench.device"
 METHOD_ORIGIN_TAG = "hashbench.method_origin"
 METHOD_TITLE_TAG = "hashbench.method_title"
 METHOD_SHA_TAG = "hashbench.method_sha256"  # SHA-256 of the method's source file
+METHOD_REVISION_TAG = "hashbench.method_revision"  # MethodMeta.revision (absent in older stores)
 DISPLAY_NAME_TAG = "hashbench.display_name"
 VARIANT_TAG = "hashbench.variant"            # "D" for the paper's "-D" variants, else ""
 TRAIN_MODE_SOURCE_TAG = "hashbench.train_mode_source"  # "protocol" or "--train-mode"
@@ -141,6 +142,7 @@ class TrialRecord:
     modalities: str = ""
     method_origin: str = ""
     method_sha256: str = ""
+    method_revision: int = 0  # MethodMeta.revision; 0 = not recorded (stores before the tag)
     version: str = ""
     git_sha: str = ""
     split_sha256: str = ""
@@ -180,6 +182,7 @@ class TrialRecord:
             RUN_KEY_TAG: self.run_key,
             METHOD_ORIGIN_TAG: self.method_origin,
             METHOD_SHA_TAG: self.method_sha256,
+            METHOD_REVISION_TAG: str(self.method_revision),
             METHOD_TITLE_TAG: self.title,
             DISPLAY_NAME_TAG: self.display,
             VARIANT_TAG: "D" if self.variant else "",
@@ -232,6 +235,7 @@ class TrialRecord:
             modalities=t.get(MODALITIES_TAG, t.get(LEGACY_INPUT_TAG, "")),
             method_origin=t.get(METHOD_ORIGIN_TAG, ""),
             method_sha256=t.get(METHOD_SHA_TAG, ""),
+            method_revision=int(t.get(METHOD_REVISION_TAG) or 0),
             version=t.get(VERSION_TAG, ""),
             git_sha=t.get(GIT_SHA_TAG, ""),
             split_sha256=t.get(SPLIT_TAG, ""),

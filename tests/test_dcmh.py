@@ -100,6 +100,83 @@ def test_balance_rate_bound_hand_worked_and_the_hessian():
     assert balance_rate_bound(h, n, eta) == pytest.approx(2 / largest)
 
 
+def _output_layer_hessian(h, W, w0, rows, other, own, B, labels, gamma, eta):
+    """The exact Hessian of one batch's loss (divided by b n) in the output layer (W, w0)."""
+    from hashbench.methods.dcmh import pair_batch_loss
+
+    c, k = W.shape
+    n, b = len(own), len(rows)
+
+    def loss(flat: torch.Tensor) -> torch.Tensor:
+        out = h @ flat[:c * k].reshape(c, k).T + flat[c * k:]
+        return pair_batch_loss(out, rows, other, own, B, labels, gamma, eta) / (b * n)
+
+    flat = torch.cat([W.reshape(-1), w0])
+    return torch.autograd.functional.hessian(loss, flat), h @ W.T + w0
+
+
+def _batch_problem(seed: int, n: int = 14, b: int = 4, k: int = 3, c: int = 3, scale: float = 1.0):
+    rng = np.random.default_rng(seed)
+    labels = torch.from_numpy((rng.random((n, 4)) < 0.4).astype(np.float64))
+    other = torch.from_numpy(scale * rng.standard_normal((n, c)))
+    own = torch.from_numpy(rng.standard_normal((n, c)))
+    B = e_sign(other + own)
+    rows = torch.from_numpy(rng.choice(n, b, replace=False))
+    h = torch.from_numpy(rng.random((b, k)))
+    W = torch.from_numpy(rng.standard_normal((c, k)))
+    w0 = torch.from_numpy(rng.standard_normal(c))
+    return h, W, w0, rows, other, own, B, labels
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_output_layer_curvature_bounds_the_exact_hessian(seed):
+    """Revision 3's step bound: at any point, the largest eigenvalue of the exact Hessian of the
+    batch loss (likelihood, quantisation and balance) in the output layer is at most the bound."""
+    from hashbench.methods.dcmh import output_layer_curvature, top_eigenvalue
+
+    h, W, w0, rows, other, own, B, labels = _batch_problem(seed, scale=0.3 + seed)
+    gamma, eta = (1.0, 1.0) if seed % 2 else (0.4, 2.5)
+    hessian, out = _output_layer_hessian(h, W, w0, rows, other, own, B, labels, gamma, eta)
+    largest = float(torch.linalg.eigvalsh(hessian).max())
+    bound = output_layer_curvature(h, out, other, len(own), gamma, eta)
+    assert largest <= bound * (1 + 1e-9)
+    assert bound < 4 * largest                              # and not vacuous
+    # the caller may pass lambda_max(other^T other), computed once per network's turn
+    assert output_layer_curvature(h, out, other, len(own), gamma, eta,
+                                  top_eigenvalue(other)) == pytest.approx(bound)
+
+
+def test_output_layer_curvature_is_exact_for_the_likelihood_at_zero_outputs():
+    """With W = 0, w0 = 0 every theta is 0, sigmoid' = 1/4 everywhere, and the likelihood's
+    Hessian is 1/(16 b n) A^T A (x) O^T O: its largest eigenvalue is the bound, exactly."""
+    from hashbench.methods.dcmh import output_layer_curvature
+
+    h, W, w0, rows, other, own, B, labels = _batch_problem(7, scale=2.0)
+    hessian, out = _output_layer_hessian(h, torch.zeros_like(W), torch.zeros_like(w0), rows, other,
+                                         own, B, labels, gamma=0.0, eta=0.0)
+    largest = float(torch.linalg.eigvalsh(hessian).max())
+    a = torch.cat([h, torch.ones(len(h), 1, dtype=h.dtype)], 1)
+    by_hand = (float(torch.linalg.eigvalsh(a.T @ a)[-1]) * float(torch.linalg.eigvalsh(other.T @ other)[-1])
+               / (16 * len(h) * len(own)))
+    assert largest == pytest.approx(by_hand)
+    assert output_layer_curvature(h, out, other, len(own), 0.0, 0.0) == pytest.approx(by_hand)
+
+
+def test_output_layer_curvature_uses_the_trace_once_theta_saturates():
+    """Large outputs saturate sigmoid'(theta): the trace term takes over and the bound falls far
+    below the sigmoid' <= 1/4 bound, still above the exact eigenvalue."""
+    from hashbench.methods.dcmh import output_layer_curvature
+
+    h, W, w0, rows, other, own, B, labels = _batch_problem(3, scale=3.0)
+    hessian, out = _output_layer_hessian(h, 30 * W, 30 * w0, rows, other, own, B, labels, 0.0, 0.0)
+    largest = float(torch.linalg.eigvalsh(hessian).max())
+    a = torch.cat([h, torch.ones(len(h), 1, dtype=h.dtype)], 1)
+    quarter = (float(torch.linalg.eigvalsh(a.T @ a)[-1]) * float(torch.linalg.eigvalsh(other.T @ other)[-1])
+               / (16 * len(h) * len(own)))
+    bound = output_layer_curvature(h, out, other, len(own), 0.0, 0.0)
+    assert largest <= bound < quarter / 10
+
+
 def test_registered_rates_stay_finite_on_a_small_training_set():
     """The registered rates on 200 pairs (32-d views, 64 bits): the former guard, n / (2 eta b) on
     the output bias only, let the 8,192-unit text network's balance term diverge (loss nan in the

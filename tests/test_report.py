@@ -317,3 +317,22 @@ def test_the_plain_row_is_the_registered_default_even_when_outnumbered(tmp_path)
     (table,) = report.build_tables(report.collect(Store(uri)), "map")
     assert table.rows == ["ITQ", "ITQ (n_iter=5)"]
     assert table.groups[0].cells[("ITQ", 8)][2] == 1 and table.groups[0].cells[("ITQ (n_iter=5)", 8)][2] == 2
+
+
+def test_a_newer_method_revision_supersedes_the_older_runs_of_the_same_trial(store):
+    """LFH's seeds 0 and 1 at 12 bits rerun by revision 2 (new run keys): the cell averages the
+    new runs and seed 2's old one, never both revisions of one trial; a failed run of the old
+    revision whose trial the new revision finished is not noted."""
+    for seed, value in ((0, 0.2), (1, 0.3)):
+        add_run(store, "lfh", "LFH", 12, seed, value, split="s1",
+                extra={"hashbench.run_key": f"lfh-rev2-{seed}", "hashbench.method_revision": "2"})
+    add_run(store, "lfh", "LFH", 48, 0, 0, status="FAILED", extra={"hashbench.run_key": "lfh-old-48"})
+    add_run(store, "lfh", "LFH", 48, 0, 0.5, extra={"hashbench.run_key": "lfh-rev2-48",
+                                                    "hashbench.method_revision": "2"})
+    frame = report.collect(store)
+    assert sorted(frame.loc[frame["method"] == "lfh", "revision"].unique()) == [0, 2]
+    (table,) = report.build_tables(frame, "map")
+    values = table.groups[0].cells[("LFH", 12)][4]
+    assert sorted(values) == pytest.approx([0.2, 0.3, 0.9])       # seed 2 of revision 0 stays
+    assert table.groups[0].cells[("LFH", 48)][4] == pytest.approx((0.5,))
+    assert "failed" not in report.to_markdown(table)

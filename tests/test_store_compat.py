@@ -5,7 +5,7 @@ schema moved into ``TrialRecord``) and what that version's ``hashbench report`` 
 wrote (its README lists the commands). The current report reads it with the same rows, means,
 seed counts and best cells (stdout, Markdown and LaTeX) and a runs.csv that differs only where
 the schema says so (``learns_database`` became ``variant``, its complement on full-mode runs;
-``setting`` and ``hp.*`` columns were added; ``start_time`` is ISO 8601; ``curve.*`` histories
+``setting``, ``revision`` (the method's, 0 = not recorded then) and ``hp.*`` columns were added; ``start_time`` is ISO 8601; ``curve.*`` histories
 left out). Deliberate changes: the std shown is the sample std over seeds (the old version's
 population std times sqrt(n / (n - 1))); that version averaged ITQ's ``n_iter=5`` run with its
 ``n_iter=50`` runs as if they were seeds, now the ``n_iter=5`` run has its own row.
@@ -59,7 +59,8 @@ def test_old_store_reports_the_same_numbers(case, old_store, tmp_path, capsys):
     renamed.insert(renamed.index("eval_split_sha256") + 1, "data")  # dataset + feature extractor (new)
     at += 1
     hp = [c for c in new.columns if c.startswith("hp.")]
-    assert list(new.columns) == renamed[:at] + ["setting"] + renamed[at:] + hp
+    assert list(new.columns) == renamed[:at] + ["setting", "revision"] + renamed[at:] + hp
+    assert (new["revision"] == 0).all()
     assert {"hp.n_iter", "hp.max_epochs"} <= set(hp)
     relabelled = new["display"] != old["display"]
     assert new.loc[relabelled, "display"].unique().tolist() == ["ITQ (n_iter=5)"]
