@@ -77,9 +77,9 @@ Departures (each a hyper-parameter; the release's value is one setting away):
     the exact Hessian). On that synthetic set the registered rates now stay finite: over 15
     epochs the likelihood term falls from 0.693 to 0.433 per pair and MAP reaches 0.640 / 0.670
     (I->T / T->I; the logged loss still rises, 0.70 -> 1.76, as the balance term grows with
-    the outputs: 0.003 -> 1.32). Revision 2 with the same data and seed: the balance term 0.20
-    -> 1.85 in the third epoch alone, and the benchmark's run of it ended in its second epoch
-    with an infinite loss. The bound covers the output layer only; the hidden layers are left
+    the outputs: 0.003 -> 1.32). Revision 2 with the same data and seed: the logged loss 0.69
+    -> 1.85 in the third epoch alone (the curvature bound there at 151 times the balance
+    term's), and the benchmark's run of it ended in its second epoch with an infinite loss. The bound covers the output layer only; the hidden layers are left
     to the schedule.
 * the logged ``loss`` is the mean of the batch losses of the epoch (the release prints the
   full objective, which needs the n x n theta: never built here); batches come from ``ctx.rng``.
