@@ -168,7 +168,8 @@ def top_eigenvalue(other: torch.Tensor) -> float:
 
 
 def output_layer_curvature(last_input: torch.Tensor, out: torch.Tensor, other: torch.Tensor,
-                           n: int, gamma: float, eta: float, other_top: float | None = None) -> float:
+                           n: int, gamma: float, eta: float, other_top: float | None = None,
+                           other_norms: torch.Tensor | None = None) -> float:
     """An upper bound of the largest eigenvalue of the Hessian of one batch's loss (divided by
     ``b n``, as :meth:`DCMH._train` steps on it) in the output layer ``out_j = W h_j + w0``.
 
@@ -184,23 +185,27 @@ def output_layer_curvature(last_input: torch.Tensor, out: torch.Tensor, other: t
     ``sigmoid' <= 1/4``). Each is positive semi-definite, so the largest eigenvalue of the sum is
     at most the sum of theirs: ``lambda_A mu / (b n) + 2 gamma lambda_A / (b n) + 2 eta ||s||^2 /
     (b n)``, where ``lambda_A = lambda_max(A^T A)`` and ``mu >= lambda_max(M_j)`` for every j: the
-    smaller of ``lambda_max(other^T other) / 16`` (``sigmoid' <= 1/4``; ``other_top`` when the
-    caller computed it, it changes only between the two networks' turns) and ``max_j 1/4 sum_i
+    smaller of ``lambda_max(other^T other) / 16`` (``sigmoid' <= 1/4``) and ``max_j 1/4 sum_i
     sigmoid'(theta_ij) ||o_i||^2`` (the trace, small once the pairs' theta saturate). The bound
     is attained when ``W = 0, w0 = 0`` and a single term is present (tests). It is local: it
     holds at the current outputs, as the step's rate is chosen from it.
+
+    ``other`` changes only between the two networks' turns, so the caller may pass its
+    ``other_top`` (:func:`top_eigenvalue`) and ``other_norms`` (the rows' squared norms), computed
+    once per turn. ``A A^T = h h^T + 1`` (same spectrum as ``A^T A``) is formed in the inputs'
+    precision; its (b, b) eigenvalues in double.
     """
-    a = torch.cat([last_input.detach().flatten(1).double(),
-                   torch.ones(len(last_input), 1, dtype=torch.float64, device=last_input.device)], 1)
-    size = a.shape[0]
-    gram = a @ a.T                                                    # (b, b): same spectrum as A^T A
+    h = last_input.detach().flatten(1)
+    size = h.shape[0]
+    gram = (h @ h.T).double() + 1.0                                   # (b, b) = A A^T
     lam_a = float(torch.linalg.eigvalsh(gram)[-1])
     balance = 2.0 * eta * float(gram.sum()) / (size * n)              # ||s||^2 = 1^T (A A^T) 1
     quant = 2.0 * gamma * lam_a / (size * n)
-    other = other.detach().double()
-    theta = 0.5 * other @ out.detach().double().T                     # (n, b)
+    other = other.detach()
+    theta = 0.5 * other @ out.detach().T                               # (n, b)
     slope = torch.sigmoid(theta) * torch.sigmoid(-theta)              # sigmoid'(theta)
-    trace = 0.25 * float((slope * (other ** 2).sum(1, keepdim=True)).sum(0).max())
+    norms = (other ** 2).sum(1) if other_norms is None else other_norms
+    trace = 0.25 * float((norms @ slope).max())
     top = top_eigenvalue(other) if other_top is None else other_top
     likelihood = lam_a * min(top / 16.0, trace) / (size * n)
     return likelihood + quant + balance
@@ -305,7 +310,8 @@ class DCMH(CrossModalDeepHasher):
             for net, opt, own, other, inputs, scheduled in (
                     (text_net, opt_txt, Gbuf, Fbuf, None, float(text_rates[epoch])),
                     (model, opt_img, Fbuf, Gbuf, images, float(rates[epoch]))):
-                other_top = top_eigenvalue(other) if self.rate_guard > 0 else None  # fixed in this turn
+                if self.rate_guard > 0:  # the other buffer is fixed during this network's turn
+                    other_top, other_norms = top_eigenvalue(other), (other ** 2).sum(1)
                 for _ in range(steps):
                     rows_np = ctx.rng.permutation(n)[:size]
                     rows = torch.from_numpy(rows_np).to(device)
@@ -322,7 +328,7 @@ class DCMH(CrossModalDeepHasher):
                     rate = scheduled
                     if self.rate_guard > 0:  # the output layer's curvature bound, every step
                         curvature = output_layer_curvature(last_input[0], out, other, n, self.gamma,
-                                                           self.eta, other_top)
+                                                           self.eta, other_top, other_norms)
                         rate = min(rate, self.rate_guard * 2.0 / curvature)
                     for group in opt.param_groups:
                         group["lr"] = rate

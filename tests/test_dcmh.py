@@ -141,9 +141,9 @@ def test_output_layer_curvature_bounds_the_exact_hessian(seed):
     bound = output_layer_curvature(h, out, other, len(own), gamma, eta)
     assert largest <= bound * (1 + 1e-9)
     assert bound < 4 * largest                              # and not vacuous
-    # the caller may pass lambda_max(other^T other), computed once per network's turn
-    assert output_layer_curvature(h, out, other, len(own), gamma, eta,
-                                  top_eigenvalue(other)) == pytest.approx(bound)
+    # the caller may pass lambda_max(other^T other) and the row norms, computed once per turn
+    assert output_layer_curvature(h, out, other, len(own), gamma, eta, top_eigenvalue(other),
+                                  (other ** 2).sum(1)) == pytest.approx(bound)
 
 
 def test_output_layer_curvature_is_exact_for_the_likelihood_at_zero_outputs():
