@@ -12,7 +12,8 @@ decided by the evaluation split hash (query + database indices) and the evaluati
 conventions recorded with every run: runs that differ in either are never averaged
 together, they go to separate tables whose note says why. When a trial was rerun with
 ``--force``, the newest FINISHED run of each run key counts; when a method's revision changed
-(``MethodMeta.revision``) and a trial was run again, the newest revision's run counts. Cells
+(``MethodMeta.revision``) and a trial's coordinates (data, split, bits, seed) were run again,
+only the newest revision's runs there count, whatever their settings. Cells
 whose runs collapsed (few distinct database codes) or failed are flagged.
 """
 
@@ -153,15 +154,18 @@ def _default_setting(method: str) -> dict[str, str]:
     return {name: str(value) for name, value in defaults_of(cls).items() if name != "bits"}
 
 
-# one trial whatever the method's revision: a newer revision's run of it supersedes the older
+# a trial's coordinates whatever the method's revision and settings: a newer revision's run at
+# them makes the older revision's runs there obsolete (a revision may change a default too)
 TRIAL_KEYS = ["method", "protocol", "data", "split_sha256", "eval_split_sha256", "conventions",
-              "train_mode", "bits", "seed", "setting"]
+              "train_mode", "bits", "seed"]
 
 
 def superseded(frame: pd.DataFrame, by: pd.DataFrame) -> pd.Series:
-    """True for the rows of ``frame`` whose trial (``TRIAL_KEYS``) has a run in ``by`` of a
-    higher method revision (``MethodMeta.revision``, bumped when a method's behaviour changes;
-    0 = not recorded, i.e. older than any recorded revision)."""
+    """True for the rows of ``frame`` whose coordinates (``TRIAL_KEYS``: method, data, splits,
+    conventions, training mode, bits, seed) have a run in ``by`` of a higher method revision
+    (``MethodMeta.revision``, bumped when a method's behaviour changes; 0 = not recorded, i.e.
+    older than any recorded revision), in any setting: runs of two revisions of a method are
+    never compared in one table once the newer one has run there."""
     if frame.empty or "revision" not in frame or "revision" not in by:
         return pd.Series(False, index=frame.index)
     newest = by.groupby(TRIAL_KEYS, dropna=False)["revision"].max().rename("newest_revision")

@@ -54,7 +54,7 @@ Departures (each a hyper-parameter; the release's value is one setting away):
   network's schedule. Defaults ``3 -> 3 10^-1.5`` (image) and ``10 -> 10^-0.5`` (text), chosen
   on a validation split of Wikipedia's training pairs (300 of the 2,173 as queries, the rest as
   database; never the test pairs): at the release's level the outputs stay at the saddle.
-  Every step's rate is capped at ``rate_guard`` (1/2) times ``2 / lambda``, where ``lambda``
+  Every step's rate is capped at ``rate_guard`` (0.95) times ``2 / lambda``, where ``lambda``
   bounds the largest Hessian eigenvalue of the step's batch loss in the network's output layer
   (:func:`output_layer_curvature`): plain SGD on a quadratic diverges above ``2 / lambda``.
   The release's fixed schedule is kept and the step is scaled only where the loss would blow
@@ -75,12 +75,18 @@ Departures (each a hyper-parameter; the release's value is one setting away):
     grows with n and with the outputs, and reached 150 times the balance term's;
   - revision 3 bounds the whole batch loss (likelihood, quantisation and balance; tested against
     the exact Hessian). On that synthetic set the registered rates now stay finite: over 15
-    epochs the likelihood term falls from 0.693 to 0.433 per pair and MAP reaches 0.640 / 0.670
+    epochs (at a guard of 0.5) the likelihood term falls from 0.693 to 0.433 per pair and MAP reaches 0.640 / 0.670
     (I->T / T->I; the logged loss still rises, 0.70 -> 1.76, as the balance term grows with
     the outputs: 0.003 -> 1.32). Revision 2 with the same data and seed: the logged loss 0.69
     -> 1.85 in the third epoch alone (the curvature bound there at 151 times the balance
-    term's), and the benchmark's run of it ended in its second epoch with an infinite loss. The bound covers the output layer only; the hidden layers are left
-    to the schedule.
+    term's), and the benchmark's run of it ended in its second epoch with an infinite loss.
+    The bound covers the output layer only; the hidden layers are left to the schedule.
+    ``rate_guard`` was chosen on a validation split of digits-2view's database (200 of its
+    items as queries, 50 per class of the rest for training; never the test queries), 64 bits,
+    seed 0, I->T / T->I MAP: 0.5 gives 0.567 / 0.638, 0.75 0.662 / 0.709, 0.95 0.835 / 0.866,
+    revision 2's rule 0.787 / 0.805: DCMH learns fastest near the output layer's stability
+    limit, and the bound is close to the exact curvature there (within 25% over 500 epochs,
+    measured by power iteration). On the synthetic set 0.95 stays finite too.
 * the logged ``loss`` is the mean of the batch losses of the epoch (the release prints the
   full objective, which needs the n x n theta: never built here); batches come from ``ctx.rng``.
 
@@ -255,7 +261,7 @@ class DCMH(CrossModalDeepHasher):
     momentum: float = 0.0
     text_learning_rate: float | None = 10.0
     standardize: bool = True
-    rate_guard: float = 0.5
+    rate_guard: float = 0.95
 
     positive_fields: ClassVar[tuple[str, ...]] = CrossModalDeepHasher.positive_fields + ("epochs",)
     non_negative_fields: ClassVar[tuple[str, ...]] = (DeepHasher.non_negative_fields

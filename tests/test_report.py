@@ -18,7 +18,7 @@ CONV = {"eval.map_topk": "all", "eval.tie_order": "database_index_stable"}
 
 def add_run(store, method, title, bits, seed, value, *, protocol="digits", split="s1", mode="sampled",
             conv=CONV, status="FINISHED", flags=None, learns_database=False, display=None, seconds=1.0,
-            extra=None):
+            extra=None, hp=None):
     tags = {"hashbench.kind": "trial", "hashbench.run_key": f"{method}-{protocol}-{split}-{mode}-{bits}-{seed}-"
             f"{sorted(conv.items())}", "hashbench.method_title": title,
             "hashbench.eval_split_sha256": split * 8, "hashbench.split_sha256": split * 8 + mode,
@@ -32,7 +32,7 @@ def add_run(store, method, title, bits, seed, value, *, protocol="digits", split
         tags[f"hashbench.flag.{k}"] = v
     rec = store.start_run(f"{method}-{bits}", tags)
     rec.log_params({"method": method, "protocol": protocol, "dataset": protocol, "bits": bits,
-                    "seed": seed, "train_mode": mode})
+                    "seed": seed, "train_mode": mode, **{f"hp.{k}": v for k, v in (hp or {}).items()}})
     if status == "FINISHED":
         rec.log_metrics({"map": value, "train_seconds": seconds, "p@100": value / 2})
     else:
@@ -321,12 +321,14 @@ def test_the_plain_row_is_the_registered_default_even_when_outnumbered(tmp_path)
 
 def test_a_newer_method_revision_supersedes_the_older_runs_of_the_same_trial(store):
     """LFH's seeds 0 and 1 at 12 bits rerun by revision 2 (new run keys): the cell averages the
-    new runs and seed 2's old one, never both revisions of one trial; a failed run of the old
-    revision whose trial the new revision finished is not noted."""
+    new runs and seed 2's old one, never both revisions of one trial; at 48 bits neither a failed
+    run nor a run in another setting of the old revision stays beside the new revision's run."""
     for seed, value in ((0, 0.2), (1, 0.3)):
         add_run(store, "lfh", "LFH", 12, seed, value, split="s1",
                 extra={"hashbench.run_key": f"lfh-rev2-{seed}", "hashbench.method_revision": "2"})
     add_run(store, "lfh", "LFH", 48, 0, 0, status="FAILED", extra={"hashbench.run_key": "lfh-old-48"})
+    add_run(store, "lfh", "LFH", 48, 0, 0.7, extra={"hashbench.run_key": "lfh-old-48-other-setting"},
+            hp={"rounds": 7})
     add_run(store, "lfh", "LFH", 48, 0, 0.5, extra={"hashbench.run_key": "lfh-rev2-48",
                                                     "hashbench.method_revision": "2"})
     frame = report.collect(store)
@@ -335,4 +337,5 @@ def test_a_newer_method_revision_supersedes_the_older_runs_of_the_same_trial(sto
     values = table.groups[0].cells[("LFH", 12)][4]
     assert sorted(values) == pytest.approx([0.2, 0.3, 0.9])       # seed 2 of revision 0 stays
     assert table.groups[0].cells[("LFH", 48)][4] == pytest.approx((0.5,))
+    assert table.rows == ["LFH", "ITQ"] or table.rows == ["ITQ", "LFH"]   # no "LFH (rounds=7)" row
     assert "failed" not in report.to_markdown(table)
