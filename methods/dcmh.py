@@ -77,9 +77,10 @@ Departures (each a hyper-parameter; the release's value is one setting away):
     the exact Hessian). On that synthetic set the registered rates now stay finite: over 15
     epochs (at a guard of 0.5) the likelihood term falls from 0.693 to 0.433 per pair and MAP
     reaches 0.640 / 0.670 (I->T / T->I; the logged loss still rises, 0.70 -> 1.76, as the
-    balance term grows with the outputs: 0.003 -> 1.32). Revision 2 with the same data and seed: the logged loss 0.69
-    -> 1.85 in the third epoch alone (the curvature bound there at 151 times the balance
-    term's), and the benchmark's run of it ended in its second epoch with an infinite loss.
+    balance term grows with the outputs: 0.003 -> 1.32). Revision 2 with the same data and
+    seed: the logged loss 0.69 -> 1.85 in the third epoch alone (the curvature bound there at
+    151 times the balance term's), and the benchmark's run of it ended in its second epoch
+    with an infinite loss.
     The bound covers the output layer only; the hidden layers are left to the schedule.
     ``rate_guard`` was chosen on a validation split of digits-2view's database (200 of its
     items as queries, 50 per class of the rest for training; never the test queries), 64 bits,
