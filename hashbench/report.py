@@ -147,11 +147,12 @@ def _default_setting(method: str) -> dict[str, str]:
     """The method's registered defaults as the store writes them (MLflow params are text),
     so that the plain row name means "at its defaults"; empty when the method is unknown."""
     from hashbench.params import defaults_of
+    from hashbench.tracking import param_text
 
     cls = _method_class(method)
     if cls is None:  # a plugin that is not installed here: fall back to the most frequent setting
         return {}
-    return {name: str(value) for name, value in defaults_of(cls).items() if name != "bits"}
+    return {name: param_text(value) for name, value in defaults_of(cls).items() if name != "bits"}
 
 
 # a trial's coordinates whatever the method's revision and settings: a newer revision's run at

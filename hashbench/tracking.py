@@ -858,7 +858,7 @@ class RunRecorder:
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, _param_text(v)) for k, v in params.items()]
+        items = [Param(k, param_text(v)) for k, v in params.items()]
         for i in range(0, len(items), 100):
             _retry(lambda chunk=items[i:i + 100]: self.client.log_batch(self.run_id, params=chunk),
                    uri=self.uri)
@@ -992,7 +992,8 @@ class CurvePlots:
 CURVE_PLOTS = CurvePlots()
 
 
-def _param_text(value: Any) -> str:
+def param_text(value: Any) -> str:
+    """A param as the store writes it: text as it is, anything else as JSON (True -> "true")."""
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text if len(text) <= 6000 else text[:5990] + "...(cut)"
 

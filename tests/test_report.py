@@ -339,3 +339,20 @@ def test_a_newer_method_revision_supersedes_the_older_runs_of_the_same_trial(sto
     assert table.groups[0].cells[("LFH", 48)][4] == pytest.approx((0.5,))
     assert table.rows == ["LFH", "ITQ"] or table.rows == ["ITQ", "LFH"]   # no "LFH (rounds=7)" row
     assert "failed" not in report.to_markdown(table)
+
+
+def test_registered_defaults_match_the_params_as_the_store_writes_them(tmp_path):
+    """Booleans and None go into the store as JSON ("true", "null"); the report's defaults must
+    read the same, or a method with a flag at its default gets a labelled row of its own."""
+    from hashbench import registry
+    from hashbench.params import defaults_of
+
+    s = Store(f"sqlite:///{tmp_path}/r.db")
+    defaults = {k: v for k, v in defaults_of(registry.get("dcmh")).items() if k != "bits"}
+    rec = s.start_run("dcmh", {"hashbench.kind": "trial"})
+    rec.log_params({f"hp.{k}": v for k, v in defaults.items()})
+    rec.end("FINISHED")
+    (record,) = s.trial_records()
+    expected = report._default_setting("dcmh")
+    assert expected["standardize"] == "true"
+    assert {k: expected[k] for k in record.hyper_parameters} == record.hyper_parameters
