@@ -13,8 +13,8 @@ conventions recorded with every run: runs that differ in either are never averag
 together, they go to separate tables whose note says why. When a trial was rerun with
 ``--force``, the newest FINISHED run of each run key counts; when a method's revision changed
 (``MethodMeta.revision``) and a trial's coordinates (data, split, bits, seed) were run again,
-only the newest revision's runs there count, whatever their settings. Cells
-whose runs collapsed (few distinct database codes) or failed are flagged.
+only the newest revision's runs there count, whatever their settings. Cells whose runs
+collapsed (few distinct database codes) or failed are flagged.
 """
 
 from __future__ import annotations
