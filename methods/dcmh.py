@@ -67,7 +67,8 @@ Departures (each a hyper-parameter; the release's value is one setting away):
     alone: on digits-2view's 500 training pairs (32-d views) the registered rates diverged
     (loss nan in epoch 2-3) in 4 of 6 trials of the 16/32/64-bit x 2-seed grid;
   - revision 2 bounded the balance term in the output layer's weights and bias
-    (:func:`balance_rate_bound`); it finished there (validation MAP 0.75 / 0.79 I->T / T->I
+    (``n / (eta b (1 + ||mean h||^2))``, the balance term of :func:`output_layer_curvature`
+    alone); it finished there (validation MAP 0.75 / 0.79 I->T / T->I
     at 32 bits on a split of digits-2view's database) but on the MIRFLICKR-scale synthetic set
     of ``benchmarks/crossmodal_time_to_accuracy.py`` (10,000 sampled pairs, 4,096-d image
     features, 1,386-d tags, 32 bits) the image network diverged in its second or third epoch:
@@ -152,26 +153,10 @@ def record_last_input(net: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
         handle.remove()
 
 
-def balance_rate_bound(last_input: torch.Tensor, n: int, eta: float) -> float:
-    """Revision 2's bound, the bit-balance term alone: the largest plain-SGD rate at which that
-    term of one batch does not diverge in the output layer, ``n / (eta b (1 + ||h||^2))`` with
-    ``h`` the batch mean of the output layer's inputs (``last_input``, (b, k)).
-
-    The batch loss (divided by ``b n``) holds ``eta ||C + sum_j (W h_j + w0)||^2 / (b n)`` (C the
-    buffer's other rows); in the output layer's weights and bias this quadratic has Hessian
-    ``2 eta / (b n) s s^T`` (per output unit), ``s = sum_j [h_j; 1]``, whose largest eigenvalue is
-    ``2 eta b (1 + ||h||^2) / n``; gradient descent on it diverges above twice its inverse.
-    Revision 3 bounds the whole batch loss instead (:func:`output_layer_curvature`).
-    """
-    size = last_input.shape[0]
-    mean = last_input.flatten(1).mean(0)
-    return float(n / (eta * size * (1.0 + float(mean @ mean))))
-
-
 def top_eigenvalue(other: torch.Tensor) -> float:
     """``lambda_max(other^T other)``: the square of the buffer's largest singular value."""
-    gram = other.detach().double().T @ other.detach().double()
-    return float(torch.linalg.eigvalsh(gram)[-1])
+    other = other.detach().double()
+    return float(torch.linalg.eigvalsh(other.T @ other)[-1])
 
 
 def output_layer_curvature(last_input: torch.Tensor, out: torch.Tensor, other: torch.Tensor,
@@ -246,7 +231,7 @@ class DCMH(CrossModalDeepHasher):
         modalities=("features", "text"),
         requires="gpu-preferred",
         supervised=True,
-        # 2: the per-step rate bound with the output layer's weights (balance_rate_bound);
+        # 2: the per-step rate bound of the balance term with the output layer's weights;
         # 3: the bound covers the whole batch loss, likelihood included (output_layer_curvature)
         revision=3,
     )

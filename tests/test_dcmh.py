@@ -79,13 +79,18 @@ def test_learns_both_directions_on_two_view_digits(fitted):
     assert method.losses_[-1] < method.losses_[0]
 
 
-def test_balance_rate_bound_hand_worked_and_the_hessian():
-    """n / (eta b (1 + ||h||^2)): h = the batch mean of the output layer's inputs; and it is twice
-    the inverse of the largest Hessian eigenvalue of the batch's balance term in that layer."""
-    from hashbench.methods.dcmh import balance_rate_bound
+def test_balance_term_of_the_curvature_hand_worked_and_the_hessian():
+    """With no likelihood (an all-zero other buffer) and gamma = 0 the bound is the balance
+    term's, ``2 eta b (1 + ||h||^2) / n`` (h = the batch mean of the output layer's inputs;
+    revision 2's whole bound): the largest Hessian eigenvalue of the batch's balance term."""
+    from hashbench.methods.dcmh import output_layer_curvature
+
+    def balance_only(h: torch.Tensor, n: int, eta: float) -> float:
+        zeros = torch.zeros(n, 2, dtype=h.dtype)
+        return output_layer_curvature(h, torch.zeros(len(h), 2, dtype=h.dtype), zeros, n, 0.0, eta)
 
     h = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64)        # mean (2, 3): ||h||^2 = 13
-    assert balance_rate_bound(h, n=10, eta=0.5) == pytest.approx(10 / (0.5 * 2 * 14))
+    assert balance_only(h, n=10, eta=0.5) == pytest.approx(2 / (10 / (0.5 * 2 * 14)))
     rng = np.random.default_rng(1)
     n, b, k, c, eta = 20, 5, 3, 2, 0.7
     h = torch.from_numpy(rng.random((b, k)))
@@ -97,13 +102,11 @@ def test_balance_rate_bound_hand_worked_and_the_hessian():
 
     hessian = torch.autograd.functional.hessian(balance, torch.zeros(c * k + c, dtype=torch.float64))
     largest = float(torch.linalg.eigvalsh(hessian).max())
-    assert balance_rate_bound(h, n, eta) == pytest.approx(2 / largest)
+    assert balance_only(h, n, eta) == pytest.approx(largest)
 
 
 def _output_layer_hessian(h, W, w0, rows, other, own, B, labels, gamma, eta):
     """The exact Hessian of one batch's loss (divided by b n) in the output layer (W, w0)."""
-    from hashbench.methods.dcmh import pair_batch_loss
-
     c, k = W.shape
     n, b = len(own), len(rows)
 
