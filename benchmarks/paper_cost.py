@@ -219,11 +219,62 @@ def summary_table(rows: list[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
-def _grid_hours(rows: list[dict[str, object]], setting: str) -> float | None:
-    """Projected hours of the 4-bit-length x 5-seed grid from the 12- and 48-bit trials."""
-    by_key: dict[tuple[str, str], dict[int, float]] = {}
+def _row_key(row: dict[str, object]) -> tuple[str, str, int, str]:
+    return str(row["method"]), str(row["mode"]), int(row["bits"]), str(row["setting"])
+
+
+def merge_rows(rows: list[dict[str, object]],
+               newer: list[dict[str, object]]) -> list[dict[str, object]]:
+    """``rows`` with ``newer`` added; a newer row replaces an older one with the same method,
+    mode, bits and setting (the order of first appearance is kept)."""
+    merged = {_row_key(r): r for r in rows}
+    for row in newer:
+        merged[_row_key(row)] = row
+    return list(merged.values())
+
+
+def unchanged_as_before(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """``rows`` plus, for every "after" row of a method that ``BEFORE`` does not list (its
+    reference setting is its default: ITQ, SDH, KADGH) and that has no "before" row at those
+    coordinates, the same row as its "before" (``"unchanged": True``), so the grid projections
+    of both settings cover the same trials."""
+    have = {_row_key(r) for r in rows}
+    out = list(rows)
+    for row in rows:
+        if (row["setting"] == "after" and row["method"] not in BEFORE
+                and _row_key(dict(row, setting="before")) not in have):
+            out.append(dict(row, setting="before", unchanged=True))
+            have.add(_row_key(out[-1]))
+    return out
+
+
+def _read_rows(path: str) -> list[dict[str, object]]:
+    try:
+        with open(path) as f:
+            rows = json.load(f)
+        for row in rows:
+            _row_key(row)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"paper_cost.py: --merge {path}: not a --json file of this script ({exc})") from None
+    return rows
+
+
+def complete_pairs(rows: list[dict[str, object]], setting: str) -> set[tuple[str, str]]:
+    """The (method, mode) pairs with rows at two or more bit lengths in ``setting``."""
+    lengths: dict[tuple[str, str], set[int]] = {}
     for r in rows:
         if r["setting"] == setting:
+            lengths.setdefault((str(r["method"]), str(r["mode"])), set()).add(int(r["bits"]))
+    return {pair for pair, bits in lengths.items() if len(bits) >= 2}
+
+
+def _grid_hours(rows: list[dict[str, object]], setting: str,
+                pairs: set[tuple[str, str]] | None = None) -> float | None:
+    """Projected hours of the 4-bit-length x 5-seed grid from the 12- and 48-bit trials
+    (of the (method, mode) ``pairs`` only, if given)."""
+    by_key: dict[tuple[str, str], dict[int, float]] = {}
+    for r in rows:
+        if r["setting"] == setting and (pairs is None or (r["method"], r["mode"]) in pairs):
             by_key.setdefault((r["method"], r["mode"]), {})[int(r["bits"])] = float(r["trial_seconds"])
     if not by_key:
         return None
@@ -239,7 +290,9 @@ def _grid_hours(rows: list[dict[str, object]], setting: str) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", default="all")
+    parser.add_argument("--methods", default="all",
+                        help="comma-separated, 'all', or 'none' (with --merge: only table the "
+                             "earlier rows)")
     parser.add_argument("--modes", default="sampled,full")
     parser.add_argument("--bits", default="12,48")
     parser.add_argument("--settings", default="before,after")
@@ -258,6 +311,10 @@ def main() -> None:
                         help="2,000 database items, 200 queries, 500 training points, 256 dims, "
                              "20 tree rounds, 2 Lin:Lin / Lin:V epochs")
     parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--merge", action="append", default=[], metavar="JSON",
+                        help="rows of earlier runs (their --json files) to table and project "
+                             "with this run's; a row of this run, or of a later file, replaces "
+                             "one with the same method, mode, bits and setting (repeatable)")
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
@@ -272,6 +329,9 @@ def main() -> None:
     print(f"synthetic {args.n_database} + {args.n_queries} x {args.dim}, train {args.n_train} "
           f"(sampled) / all (full); {os.cpu_count()} CPUs", flush=True)
     rows = []
+    for path in args.merge:
+        rows = merge_rows(rows, _read_rows(path))
+    fresh: list[dict[str, object]] = []
     for method, mode in _trials(args):
         for bits in args.bits.split(","):
             for setting in args.settings.split(","):
@@ -285,24 +345,33 @@ def main() -> None:
                     print(f"{method} {mode} {bits} {setting}: FAILED\n{out.stderr[-1500:]}", flush=True)
                     continue
                 row = json.loads(out.stdout.strip().splitlines()[-1])
-                rows.append(row)
+                fresh.append(row)
                 mark = "*" if row["projected"] else ""
                 print(f"{method:8s} {mode:7s} {bits:>2s} {setting:6s} "
                       f"trial {row['trial_seconds']:8.1f}s{mark} (fit {row['train_seconds']:.1f}{mark}, "
                       f"trees {row['tree_seconds']:.1f}{mark}, query {row['encode_query_seconds']:.1f}, "
                       f"db {row['encode_database_seconds']:.1f}, eval {row['evaluate_seconds']:.1f}) "
                       f"peak {row['peak_mib']:.0f} MiB  MAP {row['map']:.4f}{mark}", flush=True)
+    rows = unchanged_as_before(merge_rows(rows, fresh))
     print(summary_table(rows), flush=True)
-    reduced = (args.n_database, args.n_queries, args.n_train, args.dim) != PAPER_SIZE
-    for setting in args.settings.split(","):
+    reduced = " (at this run's reduced size, not CIFAR-10's)" if (
+        args.n_database, args.n_queries, args.n_train, args.dim) != PAPER_SIZE else ""
+    grid = f"projected grid (Tables 1+2 shallow, {len(GRID_BITS)} bit lengths x {GRID_SEEDS} seeds)"
+    for setting in ("before", "after"):
         hours = _grid_hours(rows, setting)
         if hours is not None:
-            print(f"projected grid (Tables 1+2 shallow, {len(GRID_BITS)} bit lengths x {GRID_SEEDS} "
-                  f"seeds), {setting}: {hours:.2f} h"
-                  + (" (at this run's reduced size, not CIFAR-10's)" if reduced else ""), flush=True)
+            print(f"{grid}, {setting}: {hours:.2f} h{reduced}", flush=True)
+    both = complete_pairs(rows, "before") & complete_pairs(rows, "after")
+    if both:
+        before, after = _grid_hours(rows, "before", both), _grid_hours(rows, "after", both)
+        names = ", ".join(f"{m}{'-D' if mode == 'full' and m != 'linv' else ''}"
+                          for m, mode in sorted(both, key=lambda p: (p[1] != "sampled", p[0])))
+        print(f"{grid} over the {len(both)} trials measured in both settings ({names}): "
+              f"before {before:.2f} h, after {after:.2f} h, {before / after:.1f}x{reduced}",
+              flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1, default=str)
+            json.dump(fresh, f, indent=1, default=str)
 
 
 if __name__ == "__main__":

@@ -92,6 +92,33 @@ settled. With the registered 10 epochs (issue 14's third round: distinct columns
 margins), seeds 0 / 1 / 2: numpy 0.7370 / 0.7883 / 0.7735 (0.7662 +- 0.0264), numba 0.7494 /
 0.7584 / 0.7542 (0.7540 +- 0.0045): the means differ by less than one seed standard deviation
 of the reference, two seeds of three lower. ``kernels="numpy"`` is the reference.
+
+Through the Gram matrix (issue 14, fourth round). When the blocks hold fewer rows than the
+features have dims (Lin:Lin's 1,000-row blocks of 4,097-d fc7 features), the compiled hinge
+SGD never reads a ``d``-dim row: every update adds violated rows to ``w``, so ``w`` stays
+``w0 + x^T alpha`` over the block's rows and a row's margin is ``x_i^T w0 + (G alpha)_i`` with
+``G = x x^T``. The kernel keeps all margins current (a violated row adds ``c G[i, :]``: ``n``
+operations where the direct kernel spends ``2 d`` on every drawn row) and forms ``w`` once at
+the end. ``G`` of the whole training set is computed once per fit by BLAS (float32; at most
+``_MAX_GRAM_ROWS`` = 16,384 rows, 1 GiB; 5,000 x 4,097: about 1 s) and each block's is
+gathered from it. Same draws and updates; the margins are float64 sums, which in the unit
+test land closer to the numpy reference (1e-5 of the scale) than the direct kernel's float32
+ones (3e-3, where rows sit on the hinge). Measured, one thread:
+
+* CIFAR-10 size (``benchmarks/paper_cost.py``, 5,000 training points of 4,096 dims, 48 bits,
+  seed 0): Lin:Lin trial 474.8 s -> 117.9 s (fit 466 -> 103 s), MAP 0.8135 -> 0.8320; in one
+  profiled epoch the hinge SGD went from 110 s (1,416 calls) to 1.1 s plus 7.6 s of gathering
+  block Gram matrices;
+* Fashion-MNIST HOG (1,297 dims with the bias; a validation split carved from the protocol's
+  database: 500 queries, a 20,000-item database, 5,000 training items), 24 bits, seeds
+  0 / 1 / 2: MAP direct 0.7261 / 0.7362 / 0.7343 (0.7322 +- 0.0054), through the Gram matrix
+  0.7353 / 0.7322 / 0.7336 (0.7337 +- 0.0016), fit 180 -> 115 s at load 3. Within the
+  tolerance (0.005).
+
+Below ``d`` = block rows (Fashion-MNIST's 256-d pixels-pca, digits) the direct kernel runs, as
+before. Lin:V's query side uses the same path in sampled mode; with the whole database as its
+training set (the paper's setting, 59,000 rows) the Gram matrix would be 13 GiB, so it keeps
+the direct kernel.
 """
 
 from __future__ import annotations
@@ -110,6 +137,7 @@ from hashbench.oos import Standardiser
 _CHUNK = 16384
 _GATHER = 2_000_000  # floats gathered at once by the hinge SGD
 _MAX_PAIR_TABLE = 16_000_000  # entries of the compiled path's (group, group, Y) saving table
+_MAX_GRAM_ROWS = 16_384  # training rows whose Gram matrix (float32, 1 GiB at most) is kept
 
 
 @dataclass
@@ -166,20 +194,26 @@ def with_bias(x: np.ndarray) -> np.ndarray:
 
 
 def hinge_sgd(targets: np.ndarray, x: np.ndarray, weights: np.ndarray, w: np.ndarray,
-              cfg: NeyshaburConfig, rng: np.random.Generator) -> np.ndarray:
+              cfg: NeyshaburConfig, rng: np.random.Generator,
+              gram: np.ndarray | None = None) -> np.ndarray:
     """Weighted linear classification by SGD on the hinge loss (the release's ``hingeW``).
 
     Minimises ``sum_i weights_i * max(0, 1 - targets_i * x_i^T w)`` from ``w``: each step
     draws ``sgd_batch`` rows with replacement and moves along the mean sub-gradient
     ``-x_i targets_i weights_i`` of the violated rows; the step starts at ``sgd_step`` and
     is multiplied by ``1 - (t - 1) / sgd_epochs`` at the start of epoch ``t``.
+
+    ``gram`` (optional, compiled path only): ``x x^T`` of these rows, float32. The compiled
+    kernel then keeps the rows' margins through it instead of reading the ``d``-dim rows at
+    every draw (:func:`~methods._neyshabur_kernels.hinge_epochs_gram`): the same draws and
+    updates, margins summed in another order.
     """
     n = len(targets)
     mean = weights.mean()
     weights = weights / mean if mean > 0 else np.ones_like(weights)
     w = w.astype(np.float32).copy()
     if cfg.kernels == "numba":
-        return _hinge_sgd_numba(targets, x, weights.astype(np.float32), w, cfg, rng)
+        return _hinge_sgd_numba(targets, x, weights.astype(np.float32), w, cfg, rng, gram)
     x_signed = x * targets[:, None].astype(np.float32)  # margin of row i: x_signed_i . w
     weights = weights.astype(np.float32)
     step = cfg.sgd_step
@@ -198,9 +232,10 @@ def hinge_sgd(targets: np.ndarray, x: np.ndarray, weights: np.ndarray, w: np.nda
 
 
 def _hinge_sgd_numba(targets: np.ndarray, x: np.ndarray, weights: np.ndarray, w: np.ndarray,
-                     cfg: NeyshaburConfig, rng: np.random.Generator) -> np.ndarray:
+                     cfg: NeyshaburConfig, rng: np.random.Generator,
+                     gram: np.ndarray | None = None) -> np.ndarray:
     """:func:`hinge_sgd` by the compiled kernel: the same random draws, steps and updates."""
-    from ._neyshabur_kernels import hinge_epochs
+    from ._neyshabur_kernels import hinge_epochs, hinge_epochs_gram
 
     n = len(targets)
     steps, step = [], cfg.sgd_step
@@ -211,10 +246,18 @@ def _hinge_sgd_numba(targets: np.ndarray, x: np.ndarray, weights: np.ndarray, w:
     batches = np.stack([rng.integers(0, n, size=(cfg.sgd_batches, cfg.sgd_batch))
                         for _ in range(cfg.sgd_epochs)]) if cfg.sgd_epochs else \
         np.empty((0, cfg.sgd_batches, cfg.sgd_batch), dtype=np.int64)
-    hinge_epochs(np.ascontiguousarray(x, dtype=np.float32),
-                 np.asarray(targets, dtype=np.float32), weights, w, batches.astype(np.int64),
-                 np.asarray(steps, dtype=np.float32), np.empty(cfg.sgd_batch, dtype=np.float32))
-    return w
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    targets = np.asarray(targets, dtype=np.float32)
+    steps = np.asarray(steps, dtype=np.float32)
+    coef = np.empty(cfg.sgd_batch, dtype=np.float32)
+    if gram is None:
+        hinge_epochs(x, targets, weights, w, batches.astype(np.int64), steps, coef)
+        return w
+    margins = (x @ w).astype(np.float64)
+    alpha = np.zeros(len(x), dtype=np.float64)
+    hinge_epochs_gram(margins, np.ascontiguousarray(gram, dtype=np.float32), targets, weights,
+                      batches.astype(np.int64), steps, coef, alpha)
+    return w + alpha.astype(np.float32) @ x
 
 
 class PairStatistics:
@@ -274,6 +317,9 @@ class NeyshaburTrainer:
     ``lq``/``ld``: multi-hot labels (bool).
     """
 
+    gram: np.ndarray | None = None  # _training_gram of _gram_of, set by fit
+    _gram_of: np.ndarray | None = None
+
     def __init__(self, bits: int, database: str, cfg: NeyshaburConfig, ctx: RunContext) -> None:
         if database not in ("linear", "codes"):
             raise ValueError(f"database must be 'linear' or 'codes', got {database!r}")
@@ -311,6 +357,7 @@ class NeyshaburTrainer:
         self.lq, self.ld = lq.astype(bool), ld.astype(bool)
         self.groups = LabelGroups(self.lq, self.ld)
         same_set = xq is xd
+        self.gram, self._gram_of = self._training_gram(xq), xq
         wq = rng.standard_normal((k, xq.shape[1])).astype(np.float32)
         wq[:, -1] = 0.0  # no bias at the start, as the release
         wq /= np.linalg.norm(wq, 2)
@@ -350,6 +397,27 @@ class NeyshaburTrainer:
                 break
         return AsymmetricCodes(wq, wd, dc, theta, history)
 
+    def _training_gram(self, x: np.ndarray) -> np.ndarray | None:
+        """``x x^T`` of the query-side training rows (float32), formed once per fit, when the
+        compiled hinge SGD should run through it (:func:`hinge_sgd`'s ``gram``): blocks of
+        fewer rows than feature dims and at most ``_MAX_GRAM_ROWS`` rows. Else None."""
+        n, d = x.shape
+        if (self.cfg.kernels != "numba" or n > _MAX_GRAM_ROWS
+                or min(self.cfg.block_size, n) >= d):
+            return None
+        return x @ x.T
+
+    def _gram_block(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
+        """The Gram matrix of ``x[rows]`` from the kept one (None when there is none, or
+        ``x`` is not the array it was formed from)."""
+        if self.gram is None or len(x) != len(self.gram) or x is not self._gram_of:
+            return None
+        from ._neyshabur_kernels import gather_square
+
+        out = np.empty((len(rows), len(rows)), dtype=np.float32)
+        gather_square(self.gram, np.ascontiguousarray(rows, dtype=np.int64), out)
+        return out
+
     def _update_bit(self, xq: np.ndarray, xd: np.ndarray, qc: np.ndarray, dc: np.ndarray,
                     wq: np.ndarray, wd: np.ndarray | None, bit: int,
                     tables: tuple[np.ndarray, np.ndarray],
@@ -384,11 +452,13 @@ class NeyshaburTrainer:
             x_cols = xd[cols] if w_d is not None else None
             r = binarize(x_cols @ w_d) if w_d is not None else v
             mr = saving.matvec(r.astype(np.float32))
-            w_q = hinge_sgd(binarize(mr), x_rows, np.abs(mr), w_q, cfg, rng)
+            w_q = hinge_sgd(binarize(mr), x_rows, np.abs(mr), w_q, cfg, rng,
+                            self._gram_block(xq, rows))
             lq = binarize(x_rows @ w_q).astype(np.float32)
             lm = saving.rmatvec(lq)
             if w_d is not None:
-                w_d = hinge_sgd(binarize(lm), x_cols, np.abs(lm), w_d, cfg, rng)
+                w_d = hinge_sgd(binarize(lm), x_cols, np.abs(lm), w_d, cfg, rng,
+                                self._gram_block(xd, cols))
                 objective = float(lm @ binarize(x_cols @ w_d))
             else:
                 v = np.where(lm == 0, v, binarize(lm)).astype(np.int8)

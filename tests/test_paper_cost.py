@@ -47,3 +47,37 @@ def test_before_is_the_reference_tree_setting(paper_cost):
         assert paper_cost.BEFORE[method]["tree_max_bin"] == 255
     for method in ("lfh", "cosdish"):  # the "-D" fits: every row in every round
         assert paper_cost.BEFORE[method]["tree_bagging_fraction"] == 1.0
+
+
+def test_merged_rows_are_replaced_by_newer_ones_at_the_same_coordinates(paper_cost, tmp_path):
+    old = [_row("lfh", 12, "after", 120.0), _row("lfh", 48, "after", 480.0),
+           _row("lfh", 48, "before", 4000.0, projected=True)]
+    newer = [_row("lfh", 48, "after", 300.0)]
+    merged = paper_cost.merge_rows(old, newer)
+    assert [(r["bits"], r["setting"], r["trial_seconds"]) for r in merged] == [
+        (12, "after", 120.0), (48, "after", 300.0), (48, "before", 4000.0)]
+    assert paper_cost._grid_hours(merged, "after") == pytest.approx(
+        (120 + 180 + 220 + 300) * 5 / 3600)
+    path = tmp_path / "rows.json"
+    path.write_text('[{"method": "lfh"}]')
+    with pytest.raises(SystemExit, match="rows.json: not a --json file"):
+        paper_cost._read_rows(str(path))
+
+
+def test_a_method_without_a_reference_setting_reuses_its_after_row_as_before(paper_cost):
+    rows = paper_cost.unchanged_as_before([_row("sdh", 12, "after", 3.0), _row("lfh", 12, "after", 9.0),
+                                           _row("itq", 12, "after", 2.0), _row("itq", 12, "before", 2.5)])
+    before = {(r["method"], r["trial_seconds"]) for r in rows if r["setting"] == "before"}
+    assert before == {("sdh", 3.0), ("itq", 2.5)}  # lfh has a reference setting: not copied
+    assert [r.get("unchanged") for r in rows if r["method"] == "sdh"] == [None, True]
+
+
+def test_the_before_after_ratio_covers_the_pairs_measured_in_both(paper_cost):
+    rows = [_row("lfh", 12, "before", 1200.0), _row("lfh", 48, "before", 4800.0),
+            _row("lfh", 12, "after", 120.0), _row("lfh", 48, "after", 480.0),
+            _row("linv", 12, "after", 50.0), _row("linv", 48, "after", 90.0)]
+    assert paper_cost.complete_pairs(rows, "before") == {("lfh", "sampled")}
+    assert paper_cost.complete_pairs(rows, "after") == {("lfh", "sampled"), ("linv", "sampled")}
+    both = {("lfh", "sampled")}
+    assert paper_cost._grid_hours(rows, "before", both) == pytest.approx(
+        10 * paper_cost._grid_hours(rows, "after", both))
