@@ -16,8 +16,10 @@ Public API (kept small on purpose; FastH and later methods reuse it):
     ``fit_bit(x, bit, seed=, sample_weight=)`` appends one bit and returns its {-1, +1}
     predictions on ``x`` (for methods that learn bit by bit, like FastH);
     ``decision_function(x)`` gives the raw scores ``(n, bits)``; ``predict(x)`` the int8 codes
-    (score > 0 -> +1, else -1). The binned LightGBM dataset of ``x`` is built once and shared
-    by all bits; ``release()`` frees it after the last ``fit_bit``.
+    (score > 0 -> +1, else -1), both through :mod:`hashbench.forest`'s compiled trees (the
+    same raw scores as LightGBM's ``predict``, in one pass over the rows for all bits). The
+    binned LightGBM dataset of ``x`` is built once and shared by all bits; ``release()``
+    frees it after the last ``fit_bit``.
 
 ``LinearProjection(ridge=1.0)``
     The linear extension of the LFH and COSDISH authors' code: ridge regression of the
@@ -207,6 +209,8 @@ class BoostedTrees:
     than LightGBM's per-tree sampling from 4,096 columns, in one process at load 28).
     """
 
+    predictor = "compiled"  # or "lightgbm": Booster.predict (decision_function)
+
     def __init__(self, n_rounds: int = 200, max_depth: int = 4, learning_rate: float = 0.1,
                  feature_fraction: float | None = 1.0, min_child_samples: int = 20,
                  max_bin: int = 255,
@@ -236,6 +240,7 @@ class BoostedTrees:
         self._train_ref: Any = None
         self._reduced: np.ndarray | None = None
         self._weighted = False
+        self._forest: tuple[list[Any], Any] | None = None
 
     def _threads(self, n_cells: int) -> int:
         if self.n_jobs:
@@ -450,10 +455,16 @@ class BoostedTrees:
         self._weighted = False
 
     def decision_function(self, x: np.ndarray) -> np.ndarray:
-        """Raw scores (log-odds of bit = +1), shape ``(n, bits)``."""
+        """Raw scores (log-odds of bit = +1), shape ``(n, bits)``.
+
+        LightGBM models are evaluated by :class:`hashbench.forest.Forest` (compiled once per
+        fit and kept): the same raw scores as ``Booster.predict(raw_score=True)``, without
+        its per-model copy of every row (``predictor = "lightgbm"`` uses ``predict``)."""
         x = self._tree_inputs(_features(x))
         if len(self.models_) == 1 and isinstance(self.models_[0], _MultiOutputTrees):
             return self.models_[0].scores(x, self._threads(x.size))
+        if self.predictor == "compiled" and self.models_:
+            return self._compiled().scores(x, self._threads(x.size))
         scores = np.empty((len(x), len(self.models_)), dtype=np.float64)
         for k, model in enumerate(self.models_):
             if isinstance(model, float):
@@ -465,6 +476,17 @@ class BoostedTrees:
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Codes: int8 ``(n, bits)`` in {-1, +1}."""
         return binarize(self.decision_function(x))
+
+    def _compiled(self) -> Any:
+        """The :class:`~hashbench.forest.Forest` of ``models_``, rebuilt when they changed."""
+        from hashbench.forest import Forest
+
+        cached = getattr(self, "_forest", None)
+        if cached is None or len(cached[0]) != len(self.models_) or any(
+                a is not b for a, b in zip(cached[0], self.models_, strict=True)):
+            cached = (list(self.models_), Forest.from_models(self.models_))
+            self._forest = cached
+        return cached[1]
 
 
 class _MultiOutputTrees:
