@@ -204,7 +204,13 @@ class BoostedTrees:
     200 rounds): ``pca_dims=128`` on Fashion-MNIST pixels (784 dims, 12 bits) cut 135 s to
     27 s but MAP 0.596 -> 0.574, outside the 0.005 tolerance; ``"xgboost-multi"`` on
     5,000 x 128 at 48 bits was slower than per-bit LightGBM (386 s vs 158 s, on two threads
-    at a high load: not re-measured on one). Not tried for lack of time: a fixed random
+    at a high load: not re-measured on one); LightGBM's gradient-based one-side sampling
+    (``data_sample_strategy="goss"``, issue 14's fourth round) kept the MAP of LFH-D (validation
+    splits carved from the database, 12 bits, seeds 0 / 1: Fashion-MNIST pixels-pca with a
+    20,000-item database 0.8449 / 0.8650 -> 0.8492 / 0.8653; synthetic 20,000 x 4,096
+    0.6411 / 0.6208 -> 0.6396 / 0.6207) but did not make boosting faster: 60 rounds on
+    59,000 x 4,096 (a tenth of the features per tree, one thread, one process) 9.2 / 9.5 s with
+    every row, 9.0 / 9.3 s with GOSS. Not tried for lack of time: a fixed random
     feature subset per bit instead of per tree (a 410-column dataset boosts about 2x faster
     than LightGBM's per-tree sampling from 4,096 columns, in one process at load 28).
     """
