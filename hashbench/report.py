@@ -164,14 +164,17 @@ TRIAL_KEYS = ["method", "protocol", "data", "split_sha256", "eval_split_sha256",
 def superseded(frame: pd.DataFrame, by: pd.DataFrame) -> pd.Series:
     """True for the rows of ``frame`` whose coordinates (``TRIAL_KEYS``: method, data, splits,
     conventions, training mode, bits, seed) have a run in ``by`` of a higher method revision
-    (``MethodMeta.revision``, bumped when a method's behaviour changes; 0 = not recorded, i.e.
-    older than any recorded revision), in any setting: runs of two revisions of a method are
-    never compared in one table once the newer one has run there."""
+    (``MethodMeta.revision``, bumped when a method's behaviour changes), in any setting: runs of
+    two revisions of a method are never compared in one table once the newer one has run there.
+    A run that recorded no revision (0: before revisions were recorded) counts as revision 1:
+    a run of a method whose behaviour has changed since (revision 2 or later) supersedes it,
+    a run of a method never revised (revision 1) does not."""
     if frame.empty or "revision" not in frame or "revision" not in by:
         return pd.Series(False, index=frame.index)
-    newest = by.groupby(TRIAL_KEYS, dropna=False)["revision"].max().rename("newest_revision")
+    newest = (by.assign(revision=by["revision"].clip(lower=1))
+              .groupby(TRIAL_KEYS, dropna=False)["revision"].max().rename("newest_revision"))
     merged = frame[TRIAL_KEYS + ["revision"]].join(newest, on=TRIAL_KEYS)
-    return (merged["newest_revision"] > merged["revision"]).fillna(False).astype(bool)
+    return (merged["newest_revision"] > merged["revision"].clip(lower=1)).fillna(False).astype(bool)
 
 
 def latest_finished(frame: pd.DataFrame) -> pd.DataFrame:

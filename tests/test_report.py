@@ -341,6 +341,18 @@ def test_a_newer_method_revision_supersedes_the_older_runs_of_the_same_trial(sto
     assert "failed" not in report.to_markdown(table)
 
 
+def test_a_run_without_a_recorded_revision_counts_as_revision_one(store):
+    """A method never revised (revision 1) run again in another setting at the coordinates of an
+    older run that recorded no revision: both stay, as two labelled rows (the CIFAR-10 ADSH
+    (sampled) runs at 8 and at 50 outer iterations)."""
+    add_run(store, "lfh", "LFH", 48, 0, 0.4, extra={"hashbench.run_key": "lfh-old-8"},
+            hp={"rounds": 8})
+    add_run(store, "lfh", "LFH", 48, 0, 0.6, hp={"rounds": 50},
+            extra={"hashbench.run_key": "lfh-new-50", "hashbench.method_revision": "1"})
+    (table,) = report.build_tables(report.collect(store), "map")
+    assert {"LFH (rounds=8)", "LFH (rounds=50)"} <= set(table.rows)
+
+
 def test_registered_defaults_match_the_params_as_the_store_writes_them(tmp_path):
     """Booleans and None go into the store as JSON ("true", "null"); the report's defaults must
     read the same, or a method with a flag at its default gets a labelled row of its own."""
