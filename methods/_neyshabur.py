@@ -410,7 +410,7 @@ class NeyshaburTrainer:
     def _gram_block(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
         """The Gram matrix of ``x[rows]`` from the kept one (None when there is none, or
         ``x`` is not the array it was formed from)."""
-        if self.gram is None or len(x) != len(self.gram) or x is not self._gram_of:
+        if self.gram is None or x is not self._gram_of:
             return None
         from ._neyshabur_kernels import gather_square
 
