@@ -12,10 +12,11 @@ database, full mode on all of it), at 12 and 48 bits, one seed, under two settin
   in every round, predicting with LightGBM's ``Booster.predict`` (``hashbench.forest``'s
   compiled trees give the same scores faster: ``BoostedTrees.predictor``);
 * ``after``: the defaults after issue 14 (compiled kernels; LFH / COSDISH / FastH trees
-  that sample ``min(1, max(0.1, 256 / d))`` of the features per tree,
-  ``hashbench.oos.auto_feature_fraction``, with 63 bins; LFH-D / COSDISH-D trees that see
-  ``min(1, 5,000 / n)`` of the rows per round, ``hashbench.oos.auto_bagging_fraction``;
-  boosting on one thread when a tree reads under 4 million feature cells) plus ``AFTER``'s
+  that sample ``min(1, 256 / d)`` of the features per tree (256 of 4,096),
+  ``hashbench.oos.auto_feature_fraction``, with 63 bins, every row in every round (row
+  bagging, ``hashbench.oos.auto_bagging_fraction``, stays an option: it failed the MAP
+  tolerance on real data); compiled tree prediction; boosting on one thread when a tree
+  reads under 4 million feature cells) plus ``AFTER``'s
   options (empty unless an option passed the MAP tolerance; ``--after-params`` tries others,
   e.g. ``lfh.tree_pca_dims=128``). The thread rule is not pinned in ``before``: with every
   feature and row a tree reads 20 million cells or more, so it runs on two threads as before.

@@ -38,8 +38,9 @@ Trees (issue 14): :class:`hashbench.oos.BoostedTrees`, set by the ``tree_*`` par
 revision 2 each tree sees :func:`hashbench.oos.auto_feature_fraction` of the inputs by default
 (logged as the metric ``tree_feature_fraction``; ``tree_feature_fraction=1.0`` is the reference).
 Since revision 3 the trees use 63 histogram bins per feature (``tree_max_bin=63``; 255 is the
-reference). Row bagging for the "-D" fits on a whole database is an option, off by default
-(``tree_bagging_fraction``: a share of the rows per round, or ``None`` for
+reference). Since revision 4 the auto fraction is 256 features per tree at every width (it was
+a tenth above 2,560 dims; the same below). Row bagging for the "-D" fits on a whole database
+is an option, off by default (``tree_bagging_fraction``: a share of the rows per round, or ``None`` for
 :func:`hashbench.oos.auto_bagging_fraction`, ``min(1, 5,000 / n)``; the share used is logged as
 the metric ``tree_bagging_fraction``). The other speed options are off; ``hashbench/oos.py``
 (:class:`~hashbench.oos.BoostedTrees`) has the measurements.
@@ -179,8 +180,9 @@ class COSDISH(TwoStepHasher):
         family="shallow",
         supervised=True,
         asymmetric=True,
-        revision=3,  # 2: trees sample features (tree_feature_fraction=None, issue 14);
-        # 3: 63 histogram bins (tree_max_bin=63, issue 14)
+        revision=4,  # 2: trees sample features (tree_feature_fraction=None, issue 14);
+        # 3: 63 histogram bins (tree_max_bin=63, issue 14); 4: 256 features per tree above
+        # 2,560 dims (was a tenth; issue 14)
     )
     param_rules = {"n_outer": ">=1", "n_alternations": ">=1", "n_columns": ">=1", "ridge": ">=0",
                    "tree_rounds": ">=1", "tree_depth": ">=1", "tree_learning_rate": ">0",

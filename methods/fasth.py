@@ -51,8 +51,9 @@ Trees (issue 14): :class:`hashbench.oos.BoostedTrees`, set by the ``tree_*`` par
 revision 2 each tree sees :func:`hashbench.oos.auto_feature_fraction` of the inputs by default
 (logged as the metric ``tree_feature_fraction``; ``tree_feature_fraction=1.0`` is the reference).
 Since revision 3 they use 63 histogram bins per feature (``tree_max_bin=63``; 255 is the
-reference). The other speed options are off (no ``xgboost-multi``: bit-by-bit trees need a
-model per bit);
+reference). Since revision 4 the auto fraction is 256 features per tree at every width (it was
+a tenth above 2,560 dims; the same below). The other speed options are off (no
+``xgboost-multi``: bit-by-bit trees need a model per bit);
 ``hashbench/oos.py`` has the measurements.
 
 Cost: every bit touches all n^2 pairs (never an n x n matrix): step 1 is block-wise (one
@@ -255,8 +256,9 @@ class FastH(Hasher):
         "trees for high-dimensional data, CVPR 2014",
         family="shallow",
         supervised=True,
-        revision=3,  # 2: trees sample features (tree_feature_fraction=None, issue 14);
-        # 3: 63 histogram bins (tree_max_bin=63, issue 14)
+        revision=4,  # 2: trees sample features (tree_feature_fraction=None, issue 14);
+        # 3: 63 histogram bins (tree_max_bin=63, issue 14); 4: 256 features per tree above
+        # 2,560 dims (was a tenth; issue 14)
     )
     param_rules = {"n_rounds": ">=1", "max_depth": ">=1", "learning_rate": ">0", "infer_iters": ">=1",
                    "max_block": ">=1", "tree_pca_dims": ">=1", "tree_feature_fraction": "(0,1]",

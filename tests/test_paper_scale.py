@@ -154,7 +154,8 @@ def test_auto_feature_fraction_keeps_low_dimensional_inputs_whole():
     assert auto_feature_fraction(16) == 1.0
     assert auto_feature_fraction(256) == 1.0
     assert auto_feature_fraction(1296) == pytest.approx(256 / 1296)
-    assert auto_feature_fraction(4096) == 0.1  # fc7: 410 features per tree
+    assert auto_feature_fraction(2560) == 0.1
+    assert auto_feature_fraction(4096) == 0.0625  # fc7: 256 features per tree
     x, codes = _problem()  # 40 dims: the auto setting is the reference setting
     auto = BoostedTrees(n_rounds=20, feature_fraction=None).fit(x, codes, seed=2)
     whole = BoostedTrees(n_rounds=20).fit(x, codes, seed=2)
@@ -167,7 +168,7 @@ def test_auto_feature_fraction_samples_wide_inputs_and_still_fits():
     trees = BoostedTrees(n_rounds=30, feature_fraction=None)
     out = trees.fit_bit(x, codes[:, 0], seed=1)  # FastH's bit-by-bit path too
     trees.release()
-    assert trees.feature_fraction_ == 0.1
+    assert trees.feature_fraction_ == pytest.approx(256 / 3000)
     assert np.mean(out == codes[:, 0]) > 0.9
     fitted = BoostedTrees(n_rounds=30, feature_fraction=None).fit(x, codes, seed=1)
     assert np.mean(fitted.predict(x) == codes) > 0.9
