@@ -80,12 +80,14 @@ AUTO_FEATURES = 256
 AUTO_BAGGING_ROWS = 5000
 
 
-def auto_feature_fraction(d: int) -> float:
+def auto_feature_fraction(d: int, floor: float = 0.0) -> float:
     """The per-tree feature fraction that ``feature_fraction=None`` picks for ``d`` inputs:
-    ``min(1, 256 / d)``: every feature up to 256 dims, 256 of them above (4,096-d fc7
-    features: a sixteenth). Until LFH revision 5 / COSDISH and FastH revision 4 the rule was
-    ``min(1, max(0.1, 256 / d))``: a tenth above 2,560 dims (410 features at 4,096); the two
-    rules agree up to 2,560 dims.
+    ``min(1, max(floor, 256 / d))``: every feature up to 256 dims, 256 of them above
+    (4,096-d fc7 features: a sixteenth), never under ``floor``. LFH and FastH use no floor
+    (since LFH revision 5, FastH revision 4); COSDISH keeps a floor of a tenth
+    (:data:`COSDISH_FRACTION_FLOOR` in ``methods/cosdish.py``: 410 features at 4,096 dims),
+    the rule all three used before, because at 256 features its MAP fell outside the tolerance
+    (below). The rules agree up to 2,560 dims.
 
     Chosen by measurement (issue 14; LFH codes, 200 rounds of depth-4 trees, one seed; MAP
     of tree-coded queries against the tree-coded database / against the learned codes as a
@@ -123,7 +125,7 @@ def auto_feature_fraction(d: int) -> float:
     0.7426 without it) was not faster under this load; the PCA-128 inputs lost 0.022 MAP on
     Fashion-MNIST pixels and XGBoost's multi-output trees were slower (earlier measurements).
     """
-    return float(min(1.0, AUTO_FEATURES / max(int(d), 1)))
+    return float(min(1.0, max(floor, AUTO_FEATURES / max(int(d), 1))))
 
 
 def auto_bagging_fraction(n: int) -> float:
@@ -244,7 +246,7 @@ class BoostedTrees:
                  n_jobs: int | None = None, pca_dims: int | None = None,
                  backend: str = "lightgbm", early_stopping_rounds: int = 0,
                  validation_fraction: float = 0.1, device: str = "auto",
-                 bagging_fraction: float | None = 1.0) -> None:
+                 bagging_fraction: float | None = 1.0, feature_floor: float = 0.0) -> None:
         self.n_rounds = n_rounds
         self.max_depth = max_depth
         self.learning_rate = learning_rate
@@ -258,6 +260,7 @@ class BoostedTrees:
         self.validation_fraction = validation_fraction
         self.device = device
         self.bagging_fraction = bagging_fraction
+        self.feature_floor = feature_floor
         self.models_: list[Any] = []
         self.feature_fraction_: float | None = None
         self.bagging_fraction_: float | None = None
@@ -327,7 +330,8 @@ class BoostedTrees:
         return self._reduced
 
     def _resolve_fraction(self, inputs: np.ndarray) -> None:
-        self.feature_fraction_ = (auto_feature_fraction(inputs.shape[1]) if self.feature_fraction is None
+        self.feature_fraction_ = (auto_feature_fraction(inputs.shape[1], self.feature_floor)
+                                  if self.feature_fraction is None
                                   else float(self.feature_fraction))
         self.bagging_fraction_ = (auto_bagging_fraction(len(inputs)) if self.bagging_fraction is None
                                   else float(self.bagging_fraction))
