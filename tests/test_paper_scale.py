@@ -204,8 +204,8 @@ def test_tree_methods_default_to_the_fast_tree_settings_and_log_them(name):
 def test_cosdish_trees_keep_a_tenth_of_wide_inputs():
     """LFH and FastH trees take 256 features at any width; COSDISH's keep a floor of a tenth
     (at 4,096 dims 256 features per tree lost 0.009 MAP on its validation)."""
-    from methods.cosdish import COSDISH
-    from methods.lfh import LFH
+    from hashbench.methods.cosdish import COSDISH
+    from hashbench.methods.lfh import LFH
 
     assert auto_feature_fraction(4096, floor=0.1) == 0.1
     assert auto_feature_fraction(1296, floor=0.1) == pytest.approx(256 / 1296)
