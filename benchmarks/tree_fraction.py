@@ -41,17 +41,15 @@ FINE_HOG = {"orientations": 16, "pixels_per_cell": (3, 3), "cells_per_block": (2
 def _validation_items(n_items: int) -> tuple[np.ndarray, np.ndarray]:
     """Fashion-MNIST items drawn from the ``fashion-mnist`` protocol's database (seed 100),
     as fine-HOG features and one-hot labels."""
-    from skimage.feature import hog
-
     from hashbench.datasets.base import load
+    from hashbench.extractors import hog_features
     from hashbench.protocol import get_protocol, materialise
 
     data = load("fashion-mnist")
     split = materialise(get_protocol("fashion-mnist"), data.labels)
     rows = np.sort(np.random.default_rng(100).choice(split.database, n_items, replace=False))
-    images = data.modality("image")
-    x = np.stack([hog(images[i][0].astype(np.float32) / 255.0, **FINE_HOG) for i in rows])
-    return x.astype(np.float32), data.labels[rows]
+    x = hog_features(data.modality("image")[rows], params=FINE_HOG)
+    return x, data.labels[rows]
 
 
 def trial(method_name: str, x: np.ndarray, labels: np.ndarray, mode: str, bits: int,

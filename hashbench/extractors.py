@@ -209,18 +209,22 @@ def _chunks(n: int, progress: Callable[..., Iterator[Any]], desc: str) -> Iterat
 # ---------------------------------------------------------------- extractors
 
 
-def hog_features(images: Any, progress: Callable[..., Iterator[Any]] = _plain) -> np.ndarray:
-    """HOG descriptors (n, d) float32 of every image, parameters :data:`HOG_PARAMS`."""
+def hog_features(images: Any, progress: Callable[..., Iterator[Any]] = _plain,
+                 params: dict[str, Any] | None = None) -> np.ndarray:
+    """HOG descriptors (n, d) float32 of every image, parameters :data:`HOG_PARAMS` (or
+    ``params``: scikit-image's ``hog`` keywords, for studies outside the declared extractor)."""
     from skimage.feature import hog
 
     shape = working_size(images)
     colour = shape[2] == 3
 
+    options = HOG_PARAMS if params is None else params
+
     def one(img: np.ndarray) -> np.ndarray:
         img = img.astype(np.float32) / 255.0
         if colour:
-            return hog(img, channel_axis=-1, **HOG_PARAMS)
-        return hog(img[..., 0], **HOG_PARAMS)
+            return hog(img, channel_axis=-1, **options)
+        return hog(img[..., 0], **options)
 
     dim = one(np.zeros(shape, dtype=np.uint8)).size
     out = np.empty((len(images), dim), dtype=np.float32)
